@@ -58,15 +58,18 @@ def plugins_cmd() -> None:
 
 
 def _flags(*, distiller=None, dataset=None, teacher=None, student=None, teacher_checkpoint=None, epochs=None,
-           seed=None, device=None, tracking_uri=None, experiment=None, epochs_key="epochs") -> dict:
+           seed=None, device=None, tracking_uri=None, experiment=None, epochs_key="epochs", data_root=None,
+           skip_bad=False) -> dict:
     """The command-line flags as the highest config layer."""
-    flags: dict = {}
+    flags: dict = {"skip_bad": True} if skip_bad else {}
     for section, value in [("distiller", distiller), ("dataset", dataset), ("teacher", teacher),
                            ("student", student)]:
         if value:
             flags[section] = {"name": value}
     if teacher_checkpoint:
         flags.setdefault("teacher", {})["checkpoint"] = teacher_checkpoint
+    if data_root:
+        flags.setdefault("dataset", {})["root"] = data_root
     if epochs is not None:
         section, _, key = epochs_key.rpartition(".")
         (flags.setdefault(section, {}) if section else flags)[key] = epochs
@@ -94,6 +97,8 @@ def _run_layers(config_file, sets, flags) -> list[dict]:
 @click.option("--teacher", help="teacher network; default: the dataset's")
 @click.option("--student", help="student network; default: the dataset's")
 @click.option("--teacher-checkpoint", help="teacher weights: a file or runs:/<run id>; default: train and cache")
+@click.option("--data-root", help="the dataset's folder (dataset.root); default $KDBENCH_DATA/<dataset>")
+@click.option("--skip-bad", is_flag=True, help="leave out items `kdbench data check` reports bad, instead of stopping")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML config file")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override one config key (repeatable)")
 @click.option("--epochs", type=int)
@@ -104,14 +109,14 @@ def _run_layers(config_file, sets, flags) -> list[dict]:
 @click.option("--resume", is_flag=True, help="continue this configuration's checkpoint, in the same MLflow run")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and its hash; run nothing")
-def run_cmd(distiller, dataset, teacher, student, teacher_checkpoint, config_file, sets, epochs, seed, device,
-            tracking_uri, experiment, resume, no_progress, dry_run) -> None:
+def run_cmd(distiller, dataset, teacher, student, teacher_checkpoint, data_root, skip_bad, config_file, sets, epochs,
+            seed, device, tracking_uri, experiment, resume, no_progress, dry_run) -> None:
     """Train a student with one distiller on one dataset, tracked in MLflow."""
     from .config import config_hash, resolve
 
     flags = _flags(distiller=distiller, dataset=dataset, teacher=teacher, student=student,
                    teacher_checkpoint=teacher_checkpoint, epochs=epochs, seed=seed, device=device,
-                   tracking_uri=tracking_uri, experiment=experiment)
+                   tracking_uri=tracking_uri, experiment=experiment, data_root=data_root, skip_bad=skip_bad)
     _warn_broken()
     config = resolve(_run_layers(config_file, sets, flags), plugins())
     if dry_run:
@@ -140,6 +145,8 @@ def teacher_group() -> None:
 @teacher_group.command("train")
 @click.option("--teacher", help="teacher network; default: the dataset's")
 @click.option("--dataset", required=True, help="dataset (`kdbench list datasets`)")
+@click.option("--data-root", help="the dataset's folder (dataset.root); default $KDBENCH_DATA/<dataset>")
+@click.option("--skip-bad", is_flag=True, help="leave out items `kdbench data check` reports bad, instead of stopping")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML config file")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override one config key (repeatable)")
 @click.option("--epochs", type=int, help="teacher training epochs (teacher_training.epochs)")
@@ -148,14 +155,15 @@ def teacher_group() -> None:
 @click.option("--tracking-uri", help="MLflow tracking URI")
 @click.option("--experiment", help="MLflow experiment name")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
-def teacher_train_cmd(teacher, dataset, config_file, sets, epochs, seed, device, tracking_uri, experiment,
-                      no_progress) -> None:
+def teacher_train_cmd(teacher, dataset, data_root, skip_bad, config_file, sets, epochs, seed, device, tracking_uri,
+                      experiment, no_progress) -> None:
     """Train a teacher on a dataset's training split, track it, and cache it for `kdbench run`."""
     from .config import resolve
     from .engine.teacher import train_standalone
 
     flags = _flags(dataset=dataset, teacher=teacher, epochs=epochs, seed=seed, device=device,
-                   tracking_uri=tracking_uri, experiment=experiment, epochs_key="teacher_training.epochs")
+                   tracking_uri=tracking_uri, experiment=experiment, epochs_key="teacher_training.epochs",
+                   data_root=data_root, skip_bad=skip_bad)
     _warn_broken()
     config = resolve(_run_layers(config_file, sets, flags), plugins())
     progress = not no_progress and sys.stderr.isatty()
@@ -165,6 +173,11 @@ def teacher_train_cmd(teacher, dataset, config_file, sets, epochs, seed, device,
     click.echo(_table(rows, ("metric", f"teacher ({config.teacher.name})")))
     click.echo(f"\nweights: {path}\nMLflow run {run_id}; use it with --teacher-checkpoint runs:/{run_id} "
                f"(runs with the same teacher, dataset and seed find it in the cache by themselves)")
+
+
+from .data.commands import data_group  # noqa: E402
+
+cli.add_command(data_group)
 
 
 def _sigterm(signum, frame):
@@ -189,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("kdbench: interrupted", err=True)
         return 130
     except KdbenchError as error:
+        if error.details:
+            click.echo(error.details, err=True)
         click.echo(f"kdbench: error: {error}", err=True)
         return 2
     return 0

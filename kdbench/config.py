@@ -95,6 +95,8 @@ class RunConfig(Strict):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored elsewhere)")
     num_workers: int = Field(0, ge=0)
+    skip_bad: bool = Field(False, description="leave out the items a data check finds bad (listed in the MLflow run) "
+                                              "instead of refusing to train")
     teacher_cache: bool = Field(True, description="reuse a frozen teacher's stored outputs (computed once per "
                                                   "teacher weights, data and split)")
     teacher_training: TeacherTrainingConfig = TeacherTrainingConfig()
@@ -111,7 +113,7 @@ class RunConfig(Strict):
 
 #: the fields that define an experiment; where it ran (device, paths, tracking) does not change its hash
 HASHED = ("dataset", "teacher", "student", "distiller", "optimizer", "schedule", "epochs", "batch_size",
-          "seed", "teacher_training")
+          "seed", "teacher_training", "skip_bad")
 
 
 def config_hash(config: RunConfig) -> str:

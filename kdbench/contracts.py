@@ -13,11 +13,15 @@ to the constructor.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
+
+from .data.report import DataReport
 
 
 class NoOptions(BaseModel):
@@ -44,25 +48,33 @@ class DatasetInfo:
 
 @dataclass
 class Batch:
-    """A collated mini-batch. ``index`` is each sample's position in its split (memory banks key on it)."""
+    """A collated mini-batch. ``index`` is each sample's position in its split (memory banks key on it);
+    ``group`` is each sample's subject (recording) id where the dataset knows it, else -1 (domain-adversarial
+    teachers learn from it)."""
 
     student_input: Tensor
     teacher_input: Tensor
     label: Tensor
     index: Tensor
+    group: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            self.group = torch.full_like(self.label, -1)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in
-                       (self.student_input, self.teacher_input, self.label, self.index)))
+                       (self.student_input, self.teacher_input, self.label, self.index, self.group)))
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
 
 def collate(samples: list[dict[str, Any]]) -> Batch:
-    """Collate the dict samples a dataset split yields (keys: student, teacher, label, index)."""
+    """Collate the dict samples a dataset split yields (keys: student, teacher, label, index; optional group)."""
     stack = torch.utils.data.default_collate(samples)
-    return Batch(stack["student"], stack["teacher"], stack["label"].long(), stack["index"].long())
+    group = stack["group"].long() if "group" in stack else None
+    return Batch(stack["student"], stack["teacher"], stack["label"].long(), stack["index"].long(), group)
 
 
 class Dataset:
@@ -85,6 +97,10 @@ class Dataset:
     #: teacher's outputs may be computed once and cached; set False for augmented teacher inputs.
     fixed_teacher_inputs: ClassVar[bool] = True
 
+    #: options of ``kdbench data synth NAME`` (None: this dataset has no generator). The flags
+    #: ``--subjects N`` and ``--clips-per-class N`` arrive as the keys ``subjects`` / ``clips_per_class``.
+    SynthOptions: ClassVar[type[BaseModel] | None] = None
+
     info: DatasetInfo
 
     def __init__(self, options: BaseModel, seed: int) -> None:
@@ -96,6 +112,28 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """A stable hash of the data's content and sampling parameters (cache keys use it)."""
+        raise NotImplementedError
+
+    # File-backed datasets (``kdbench data ...``; see kdbench.data). A dataset whose files live on disk
+    # takes its folder as the option ``root``, finds problems while indexing instead of raising, and
+    # reports them from ``check``; the engine refuses to train on a dataset with problems unless the
+    # user asks to ``skip`` the items they name.
+
+    @classmethod
+    def synthesize(cls, root: Path, options: BaseModel, seed: int, echo: Callable[[str], None]) -> None:
+        """Write a small dataset in this dataset's real file formats under ``root``."""
+        raise NotImplementedError
+
+    def check(self, progress: bool = False) -> DataReport:
+        """Validate everything (decoding what must be decoded) and report counts and problems."""
+        counts = {}
+        for name in self.splits:
+            labels = np.asarray([int(self.split(name)[i]["label"]) for i in range(len(self.split(name)))])
+            counts[name] = {c: int((labels == k).sum()) for k, c in enumerate(self.info.class_names)}
+        return DataReport(self.name, "(in memory)", self.info.class_names, counts)
+
+    def skip(self, keys: frozenset[str]) -> None:
+        """Leave out the items named by ``keys`` (from ``check``'s problems); the fingerprint must change."""
         raise NotImplementedError
 
 
@@ -144,6 +182,11 @@ class Model(nn.Module):
     def __init__(self, options: BaseModel, info: DatasetInfo) -> None:
         super().__init__()
         self.options = options
+
+    def training_losses(self, output: ModelOutput, batch: Batch) -> dict[str, Tensor]:
+        """Weighted terms this network adds to its own cross-entropy when it is trained as a teacher (e.g. an
+        alignment or a domain-adversarial loss); ``output`` is this batch's forward. Default: none."""
+        return {}
 
 
 # --------------------------------------------------------------------------- distillers

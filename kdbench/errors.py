@@ -7,7 +7,14 @@ bug and keeps its traceback.
 
 
 class KdbenchError(Exception):
-    """A problem with the user's input, reported as one line without a traceback."""
+    """A problem with the user's input, reported as one line without a traceback.
+
+    ``details`` (optional, several lines, e.g. a data-check report) is printed before that line.
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class ConfigError(KdbenchError):

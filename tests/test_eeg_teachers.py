@@ -249,11 +249,36 @@ def test_sen_domain_head_reverses_its_gradient_into_the_encoder(x):
 
 
 def test_label_training_leaves_the_domain_head_untouched(x):
-    """What kdbench's teacher training does today (no subject ids): cross-entropy on the logits only."""
+    """Cross-entropy on the logits alone never reaches the domain head."""
     teacher = build(SENTeacher, filters=8).train()
     F.cross_entropy(teacher(x).logits, torch.tensor([2, 4])).backward()
     assert all(p.grad is None for p in teacher.domain_head.parameters())
     assert teacher.label_head[0].weight.grad.abs().sum() > 0
+
+
+def _batch(x, group):
+    from kdbench.contracts import Batch
+
+    n = x.shape[0]
+    return Batch(torch.zeros(n, 1), x, torch.tensor([2, 4][:n]), torch.arange(n), torch.tensor(group))
+
+
+def test_sen_adds_the_subject_loss_to_teacher_training_when_subjects_are_known(x):
+    teacher = build(SENTeacher, filters=8, num_domains=7, domain_weight=0.5).train()
+    out = teacher(x)
+    terms = teacher.training_losses(out, _batch(x, [3, 6]))
+    expected = 0.5 * F.cross_entropy(teacher.domain_logits(out.embedding), torch.tensor([3, 6]))
+    torch.testing.assert_close(terms["domain"], expected)
+    terms["domain"].backward()
+    assert teacher.domain_head[1].weight.grad.abs().sum() > 0
+    out = teacher.eval()(x)
+    only_one = teacher.training_losses(out, _batch(x, [-1, 2]))                  # unknown subjects are left out
+    torch.testing.assert_close(only_one["domain"], 0.5 * F.cross_entropy(
+        teacher.domain_logits(out.embedding[1:]), torch.tensor([2])))
+    assert teacher.training_losses(out, _batch(x, [-1, -1])) == {}
+    with pytest.raises(KdbenchError, match=r"7 domain outputs but the data has subject id 9; set --set "
+                                           r"teacher.num_domains=N"):
+        teacher.training_losses(out, _batch(x, [9, 0]))
 
 
 # --------------------------------------------------------------------------- end to end

@@ -156,6 +156,18 @@ def test_cross_entropy_and_alignment_each_reach_both_branches(x):
         assert first_conv.grad.abs().sum() > 0 and spectral_in.grad.abs().sum() > 0
 
 
+def test_teacher_training_adds_the_weighted_alignment(x):
+    from kdbench.contracts import Batch
+
+    teacher = build(alignment_weight=0.25)
+    batch = Batch(torch.zeros(2, 1), x, torch.tensor([2, 4]), torch.arange(2))
+    assert teacher.training_losses(None, batch) == {}                      # nothing before the first forward
+    out = teacher(x)
+    terms = teacher.training_losses(out, batch)
+    torch.testing.assert_close(terms["alignment"], 0.25 * teacher.last_alignment_loss)
+    assert build(alignment_weight=0.0).training_losses(out, batch) == {}
+
+
 # --------------------------------------------------------------------------- refusals
 
 

@@ -30,13 +30,13 @@ def medium() -> SyntheticSleep:
 # --------------------------------------------------------------------------- registration and options
 
 
-def test_hooks_register_the_three_classes():
+def test_hooks_register_the_three_classes_tiny_eeg_also_as_a_student():
     found = {}
     for hook in ("register_datasets", "register_teachers", "register_students"):
         found[hook] = []
         getattr(plugin, hook)(found[hook].append)
     assert found == {"register_datasets": [SyntheticSleep], "register_teachers": [TinyEEGNet],
-                     "register_students": [Tiny3DCNN]}
+                     "register_students": [Tiny3DCNN, TinyEEGNet]}
     assert SyntheticSleep.name == "synthetic"
     assert (SyntheticSleep.default_teacher, SyntheticSleep.default_student) == (TinyEEGNet.name, Tiny3DCNN.name)
 

@@ -17,6 +17,12 @@ def build_dataset(config: RunConfig, plugins: Plugins) -> Dataset:
     return entry.cls(plugin_options(config, "dataset", plugins), config.seed)
 
 
+def teacher_view(split):
+    """The split as the teacher alone needs it: file-backed splits then skip decoding the student's input."""
+    only = getattr(split, "only", None)
+    return only("teacher") if callable(only) else split
+
+
 def build_model(section: str, config: RunConfig, plugins: Plugins, info: DatasetInfo) -> Model:
     entry = plugins[MODEL_KINDS[section]].get(getattr(config, section).name)
     return entry.cls(plugin_options(config, section, plugins), info)

@@ -23,7 +23,9 @@ from . import loop
 from .build import build_dataset, build_distiller, build_model
 from .checkpoint import load, save_atomic
 from . import teacher_outputs
-from .teacher import cache_dir, obtain_teacher
+from ..data.guard import require_usable
+from ..paths import cache_dir
+from .teacher import obtain_teacher
 
 
 @dataclass
@@ -58,6 +60,7 @@ def run(config: RunConfig, plugins: Plugins, *, resume: bool = False, progress: 
 
     loop.reseed(config.seed)
     dataset = build_dataset(config, plugins)
+    skipped = require_usable(dataset, skip_bad=config.skip_bad, progress=progress, echo=echo)
     info = dataset.info
     train, test = dataset.split("train"), dataset.split("test")
     teacher = build_model("teacher", config, plugins, info).to(device)
@@ -145,6 +148,10 @@ def run(config: RunConfig, plugins: Plugins, *, resume: bool = False, progress: 
         if start_epoch == 0:
             mlflow.log_params(flatten(config.model_dump(mode="json")))
             mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+            if skipped:
+                mlflow.log_dict({"problems": [{"file": p.file, "message": p.message, "items": list(p.items)}
+                                              for p in skipped]}, "skipped_items.json")
+                mlflow.log_metric("data_skipped_items", sum(len(p.items) for p in skipped))
             if stored:
                 kept = stored["test"]
                 teacher_scores = score(np.asarray(kept.label), np.asarray(kept.logits).argmax(1), info.class_names)

@@ -23,15 +23,13 @@ from .. import __version__
 from ..config import RunConfig
 from ..contracts import Dataset, Model
 from ..errors import KdbenchError
+from ..paths import cache_dir
 from ..tracking import flatten, log_confusion_matrix, tracked_run, tracking_uri
 from . import loop
+from .build import teacher_view
 from .checkpoint import load, load_state_strict, save_atomic
 
 ARTIFACT = "teacher/teacher.pt"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("KDBENCH_CACHE_DIR") or Path.home() / ".cache" / "kdbench")
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ def train_teacher(config: RunConfig, dataset: Dataset, teacher: Model, device: t
     import torch.nn.functional as F
 
     recipe = config.teacher_training
-    train, test = dataset.split("train"), dataset.split("test")
+    train, test = teacher_view(dataset.split("train")), teacher_view(dataset.split("test"))
     names = dataset.info.class_names
     teacher.to(device)
     optimizer = loop.make_optimizer(teacher.parameters(), recipe.optimizer)
@@ -105,8 +103,9 @@ def train_teacher(config: RunConfig, dataset: Dataset, teacher: Model, device: t
 
     def teacher_loss(batch):
         with loop.autocast(device, amp):
-            logits = teacher(batch.teacher_input).logits
-        return {"ce": F.cross_entropy(logits.float(), batch.label)}
+            out = teacher(batch.teacher_input)
+        extra = teacher.training_losses(out.float(), batch)  # e.g. MC2SleepNet's alignment, SEN's domain loss
+        return {"ce": F.cross_entropy(out.logits.float(), batch.label), **{k: v.float() for k, v in extra.items()}}
 
     uri = tracking_uri(config.tracking.uri)
     with tracked_run(uri, config.tracking.experiment, run_name=f"teacher-{config.teacher.name}-{config.dataset.name}",
@@ -161,11 +160,13 @@ def obtain_teacher(config: RunConfig, dataset: Dataset, teacher: Model, device: 
 
 def train_standalone(config: RunConfig, plugins, *, progress: bool, echo=print) -> tuple[dict, str, Path]:
     """``kdbench teacher train``: build the dataset and teacher, train, cache; return (metrics, run id, path)."""
+    from ..data.guard import require_usable
     from .build import build_dataset, build_model
 
     device = loop.resolve_device(config.device)
     loop.reseed(config.seed)
     dataset = build_dataset(config, plugins)
+    require_usable(dataset, skip_bad=config.skip_bad, progress=progress, echo=echo)
     teacher = build_model("teacher", config, plugins, dataset.info).to(device)
     scores, run_id = train_teacher(config, dataset, teacher, device, progress=progress, echo=echo)
     return scores, run_id, cached_path(config, dataset)

@@ -25,6 +25,7 @@ import torch
 
 from ..contracts import Dataset, FeatureSpec, Model, ModelOutput
 from . import loop
+from .build import teacher_view
 
 FORMAT = 1
 
@@ -86,7 +87,7 @@ def compute(root: Path, key: str, teacher: Model, split, *, batch_size: int, num
     tmp.mkdir(parents=True)
     try:
         arrays: dict[str, np.ndarray] = {}
-        data = loop.loader(split, batch_size, shuffle=False, generator=None, num_workers=num_workers, device=device)
+        data = loop.loader(teacher_view(split), batch_size, shuffle=False, generator=None, num_workers=num_workers, device=device)
         teacher.eval()
         with torch.no_grad():
             for batch in tqdm(data, desc="teacher outputs", leave=False, disable=not progress, unit="batch"):

@@ -189,6 +189,8 @@ class MC2SleepNetOptions(BaseModel):
     dropout: float = Field(0.1, ge=0, lt=1, description="Transformer dropout (MC2SleepNet code: 0.1)")
     temperature: float = Field(0.1, gt=0, description="InfoNCE temperature of the epoch-level alignment "
                                                       "(unverified: the paper's value was not available)")
+    alignment_weight: float = Field(1.0, ge=0, description="weight of the InfoNCE alignment added to the "
+                                                           "cross-entropy in teacher training (unverified: 1)")
     embedding_dim: int = Field(LATENT, ge=1, description="width of the linear projection of the fused "
                                                          "signal + spectrogram tokens that the classifier reads")
 
@@ -246,6 +248,13 @@ class MC2SleepNetTeacher(Model):
         same batch; the next forward replaces it.
         """
         return self._latest.value
+
+    def training_losses(self, output: ModelOutput, batch) -> dict[str, Tensor]:
+        """The InfoNCE alignment of this batch's signal and spectrogram tokens, weighted (teacher training)."""
+        loss = self.last_alignment_loss
+        if loss is None or self.options.alignment_weight == 0:
+            return {}
+        return {"alignment": self.options.alignment_weight * loss}
 
     def forward(self, x: Tensor) -> ModelOutput:
         if tuple(x.shape[1:]) != (1, self.n_times):

@@ -137,6 +137,8 @@ class SENOptions(BaseModel):
     num_domains: int = Field(60, ge=2, description="domain-head outputs = training subjects (SEN-DAL: 60 per fold)")
     grl_lambda: float = Field(0.001, ge=0, description="gradient-reversal factor before the domain head "
                                                        "(SEN-DAL: 0.001)")
+    domain_weight: float = Field(1.0, ge=0, description="weight of the subject cross-entropy added to the label "
+                                                        "loss in teacher training (SEN-DAL sums the two: 1)")
     embedding_dim: int = Field(LATENT, ge=1, description="width of the linear projection of the flattened fused "
                                                          "streams that both heads read (SACD: 512)")
 
@@ -189,6 +191,20 @@ class SENTeacher(Model):
         embedding = self.project(torch.cat((small.flatten(1), large.flatten(1)), 1))
         stages = tuple(torch.cat((pooled(a), pooled(b)), 1) for a, b in ((s1, l1), (s2, l2), (small, large)))
         return ModelOutput(self.label_head(embedding), embedding, stages)
+
+    def training_losses(self, output: ModelOutput, batch) -> dict[str, Tensor]:
+        """The domain-adversarial term: subject cross-entropy through the gradient-reversed head, on the
+        samples whose subject is known (``batch.group >= 0``); none when no sample has one."""
+        known = batch.group >= 0
+        if self.options.domain_weight == 0 or not bool(known.any()):
+            return {}
+        groups = batch.group[known]
+        if int(groups.max()) >= self.options.num_domains:
+            raise KdbenchError(f"teacher 'sen' has {self.options.num_domains} domain outputs but the data has subject id "
+                               f"{int(groups.max())}; set --set teacher.num_domains=N with N at least the number of "
+                               f"training subjects")
+        logits = self.domain_logits(output.embedding[known])
+        return {"domain": self.options.domain_weight * F.cross_entropy(logits.float(), groups)}
 
     def domain_logits(self, embedding: Tensor) -> Tensor:
         """Subject logits for ``embedding`` (a forward's ``.embedding``), through the gradient reversal.

@@ -25,3 +25,4 @@ def register_teachers(register):
 @hookimpl
 def register_students(register):
     register(Tiny3DCNN)
+    register(TinyEEGNet)  # also a student, for EEG-to-EEG distillation on EEG-only data (sleepedf)

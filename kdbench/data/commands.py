@@ -1,0 +1,128 @@
+"""``kdbench data synth | check | prepare``: the dataset-on-disk commands, for any dataset plugin."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import KdbenchError
+
+
+def _entry(name: str):
+    from ..plugins import plugins
+
+    return plugins()["datasets"].get(name)
+
+
+def _values(sets: tuple[str, ...], section: str) -> dict:
+    """``--set key=value`` items; ``dataset.key=value`` is accepted as well, as in ``kdbench run``."""
+    from ..config import merge, parse_set
+
+    values: dict = {}
+    for item in sets:
+        layer = parse_set(item)
+        if list(layer) == [section] and isinstance(layer[section], dict):
+            layer = layer[section]
+        values = merge(values, layer)
+    return values
+
+
+def _dataset(name: str, root: str, sets: tuple[str, ...], seed: int):
+    from ..config import validate
+
+    entry = _entry(name)
+    values = _values(sets, "dataset")
+    if root:
+        values["root"] = root
+    if "root" not in entry.options.model_fields:
+        raise KdbenchError(f"dataset {name!r} is generated in memory and has no files to check or prepare")
+    return entry.cls(validate(entry.options, values, prefix="dataset."), seed)
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+@click.group("data")
+def data_group() -> None:
+    """Datasets on disk: write a small one, check one, prepare its clip cache."""
+
+
+@data_group.command("synth")
+@click.argument("name")
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="folder to write (must not exist or be empty)")
+@click.option("--subjects", type=int, help="sleep datasets: number of subjects (nights)")
+@click.option("--clips-per-class", type=int, help="video datasets: clips per class")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="one generator option (repeatable)")
+def synth_cmd(name, root, subjects, clips_per_class, seed, sets) -> None:
+    """Write a small dataset NAME in its real file formats, with class-dependent signal in every modality."""
+    from ..config import validate
+
+    entry = _entry(name)
+    if entry.cls.SynthOptions is None:
+        raise KdbenchError(f"dataset {name!r} has no generator (`kdbench list datasets` shows which plugin provides it)")
+    values = _values(sets, "synth")
+    for key, value in (("subjects", subjects), ("clips_per_class", clips_per_class)):
+        if value is not None:
+            values[key] = value
+    options = validate(entry.cls.SynthOptions, values, prefix="")
+    target = Path(root)
+    if target.exists() and any(target.iterdir()):
+        raise KdbenchError(f"{target} is not empty; give `kdbench data synth` a new folder so nothing is overwritten")
+    # Written beside the target and renamed at the end: an interrupted run leaves no half dataset behind.
+    tmp = target.with_name(f".{target.name}.synth-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        entry.cls.synthesize(tmp, options, seed, lambda m: click.echo(m, err=True))
+        if target.exists():
+            target.rmdir()
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    click.echo(f"wrote a generated {name!r} dataset to {target}; next: kdbench data check {name} --root {target}")
+
+
+@data_group.command("check")
+@click.argument("name")
+@click.option("--root", help="the dataset's folder (default $KDBENCH_DATA/<name>)")
+@click.option("--seed", type=int, default=0, show_default=True, help="the run seed (seeded splits depend on it)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="one dataset option (repeatable)")
+def check_cmd(name, root, seed, sets) -> None:
+    """Validate every file of dataset NAME and print one report; exit 0 only if it is usable as it is."""
+    from .guard import check
+
+    dataset = _dataset(name, root, sets, seed)
+    report = check(dataset, progress=_progress(), reuse=False)
+    click.echo(report.render())
+    if not report.usable:
+        raise click.exceptions.Exit(1)
+
+
+@data_group.command("prepare")
+@click.argument("name")
+@click.option("--root", help="the dataset's folder (default $KDBENCH_DATA/<name>)")
+@click.option("--seed", type=int, default=0, show_default=True, help="the run seed (seeded splits depend on it)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="one dataset option (repeatable)")
+@click.option("--skip-bad", is_flag=True, help="leave out the items the check reports bad")
+def prepare_cmd(name, root, seed, sets, skip_bad) -> None:
+    """Decode dataset NAME once into the clip cache that training then reads (resumable)."""
+    from .clips import ClipSplit, prepare
+    from .guard import require_usable
+
+    echo = lambda m: click.echo(m, err=True)  # noqa: E731
+    dataset = _dataset(name, root, sets, seed)
+    require_usable(dataset, skip_bad=skip_bad, progress=_progress(), echo=echo)
+    for split_name in dataset.splits:
+        split = dataset.split(split_name)
+        if not isinstance(split, ClipSplit):
+            click.echo(f"{split_name}: held in memory, nothing to prepare")
+            continue
+        path = prepare(split, progress=_progress(), echo=echo)
+        size = sum(f.stat().st_size for f in path.iterdir())
+        click.echo(f"{split_name}: {len(split)} items, {size / 2**20:.1f} MiB in {path}")

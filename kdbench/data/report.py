@@ -1,0 +1,88 @@
+"""The one report every dataset check produces: counts per split and class, and every problem with its file.
+
+``kdbench data check`` prints it; a run on data with problems stops before its first step with the same
+text unless ``--skip-bad`` is given, and then the items the problems name are left out and listed in the
+MLflow run. A problem that names no item (a missing split list, an empty folder) cannot be skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the data: the file, what is wrong with it, and which items it spoils."""
+
+    file: str
+    message: str
+    #: keys of the items this problem makes unusable; empty = the dataset as a whole is unusable.
+    items: tuple[str, ...] = ()
+
+    @property
+    def skippable(self) -> bool:
+        return bool(self.items)
+
+    def line(self) -> str:
+        scope = f" [{len(self.items)} item{'s' * (len(self.items) != 1)}]" if self.items else " [dataset]"
+        return f"{self.file}: {self.message}{scope}"
+
+
+@dataclass
+class DataReport:
+    """Counts of usable items per split and class, what was dropped on purpose, and the problems."""
+
+    dataset: str
+    root: str
+    class_names: tuple[str, ...]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    #: things the loader left out by design (e.g. movement epochs), counted; not problems.
+    dropped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+    @property
+    def skippable(self) -> bool:
+        """True when leaving out the named items would leave a usable dataset."""
+        return all(p.skippable for p in self.problems)
+
+    def bad_items(self) -> frozenset[str]:
+        return frozenset(key for p in self.problems for key in p.items)
+
+    def render(self) -> str:
+        lines = [f"dataset {self.dataset!r} at {self.root}"]
+        names = list(self.class_names)
+        if self.counts:
+            width = max(6, *(len(n) for n in names))
+            lines.append("  " + "split".ljust(8) + "".join(n.rjust(width + 1) for n in names) + "total".rjust(9))
+            for split, per_class in self.counts.items():
+                row = "".join(str(per_class.get(n, 0)).rjust(width + 1) for n in names)
+                lines.append("  " + split.ljust(8) + row + str(sum(per_class.values())).rjust(9))
+        for what, n in self.dropped.items():
+            lines.append(f"  dropped by design: {n} {what}")
+        lines += [f"  note: {note}" for note in self.notes]
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)}:")
+            lines += [f"  {p.line()}" for p in self.problems]
+            if self.skippable:
+                lines.append(f"  --skip-bad would leave out {len(self.bad_items())} items and use the rest")
+            else:
+                lines.append("  problems marked [dataset] cannot be skipped: fix them first")
+        else:
+            lines.append("no problems: usable")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DataReport:
+        data = json.loads(text)
+        data["class_names"] = tuple(data["class_names"])
+        data["problems"] = [Problem(p["file"], p["message"], tuple(p["items"])) for p in data["problems"]]
+        return cls(**data)

@@ -1,0 +1,233 @@
+"""Reading and writing the audio-visual files of the built-in datasets, through PyAV (FFmpeg).
+
+Shared by the sleep-lab (``s3ve``) and ``ucf51`` plugins and their generators, so both read video the
+same way: frames are converted to grayscale and resized by FFmpeg's scaler as they are decoded, and a clip
+of ``count`` frames over a time window takes, for each of ``count`` evenly spaced instants, the last frame
+shown at that instant (what a viewer would see), so the sampling does not depend on the frame rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+#: the audio rate PANNs Cnn14 was trained at.
+AUDIO_RATE = 32_000
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What a container's header says, read without decoding."""
+
+    duration: float           # seconds of video
+    fps: float
+    frames: int | None        # frame count stated by the header, if any
+    width: int
+    height: int
+    audio_rate: int | None    # None: no audio track
+
+
+def _open(path: Path):
+    import av
+
+    return av.open(str(path), mode="r", metadata_errors="ignore")
+
+
+def probe(path: str | Path) -> VideoProbe:
+    """The header facts of a video file; raises ``av.error.FFmpegError``/``OSError`` if it cannot be opened."""
+    with _open(Path(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif stream.frames:
+            duration = stream.frames / fps
+        else:
+            duration = float(container.duration or 0) / 1e6
+        audio = container.streams.audio[0].rate if container.streams.audio else None
+        return VideoProbe(duration, fps, int(stream.frames) or None, stream.codec_context.width,
+                          stream.codec_context.height, audio)
+
+
+def count_decodable(path: str | Path) -> int:
+    """Decode every video frame (the only sure test of a damaged file); returns how many decoded.
+
+    Stops at the first error, so a truncated file reports the frames before the damage.
+    """
+    import av
+
+    n = 0
+    try:
+        with _open(Path(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                n += 1
+    except av.error.FFmpegError:
+        pass
+    return n
+
+
+def count_packets(path: str | Path) -> int:
+    """Demux (without decoding) the video stream and count its packets: cheap enough for a night of video,
+    and a truncated file shows as fewer packets than its header promises. Stops at the first demux error."""
+    import av
+
+    n = 0
+    try:
+        with _open(Path(path)) as container:
+            for packet in container.demux(container.streams.video[0]):
+                if packet.size:
+                    n += 1
+    except av.error.FFmpegError:
+        pass
+    return n
+
+
+def read_frames(path: str | Path, start: float, duration: float, count: int, height: int, width: int,
+                color: bool = False) -> np.ndarray:
+    """``count`` frames sampled evenly over [start, start + duration): uint8, (count, height, width) in
+    grayscale, or (count, height, width, 3) RGB when ``color``.
+
+    Times are the video's own (seconds from its first frame). Raises ``ValueError`` when the window is not
+    covered by the file's frames.
+    """
+    targets = start + (np.arange(count) + 0.5) * (duration / count)
+    out = np.empty((count, height, width, 3) if color else (count, height, width), dtype=np.uint8)
+    pixels = "rgb24" if color else "gray"
+    k = 0
+    last = None
+    with _open(Path(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        base = stream.time_base
+        if start > 1.0:
+            container.seek(int(max(start - 1.0, 0.0) / base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            t = float(frame.pts * base) if frame.pts is not None else float(frame.time or 0.0)
+            while k < count and t > targets[k]:   # this frame comes after target k: the previous one was shown
+                if last is None:
+                    raise ValueError(f"no frame before {targets[k]:.2f} s")
+                out[k] = last
+                k += 1
+            if k == count:
+                break
+            last = frame.reformat(width=width, height=height, format=pixels).to_ndarray()
+        while k < count and last is not None and targets[k] < _end(stream, t):
+            out[k] = last
+            k += 1
+    if k < count:
+        raise ValueError(f"video ends before {targets[k]:.2f} s (window {start:.2f}-{start + duration:.2f} s)")
+    return out
+
+
+def _end(stream, last_time: float) -> float:
+    """The time up to which the last decoded frame is shown."""
+    rate = float(stream.average_rate or 25)
+    return last_time + 1.0 / rate
+
+
+def read_audio(path: str | Path, rate: int = AUDIO_RATE) -> np.ndarray:
+    """The file's first audio track as a mono float32 waveform at ``rate`` Hz; ``ValueError`` if it has none."""
+    import av
+
+    chunks = []
+    with _open(Path(path)) as container:
+        if not container.streams.audio:
+            raise ValueError("no audio track")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        for frame in container.decode(container.streams.audio[0]):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def write_avi(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
+              audio_rate: int = 44_100, bitrate: int = 400_000) -> None:
+    """Write frames (uint8, grayscale (T, H, W) or RGB (T, H, W, 3), even H and W) as an Xvid (MPEG-4 Part 2) AVI.
+
+    ``audio`` (mono float32 in [-1, 1]) becomes an MP3 track, as in UCF101's files.
+    """
+    import av
+
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    # The MP3 encoder's first packet starts before 0 (its delay); letting the muxer shift timestamps to
+    # non-negative ones moves the video by a frame and leaves an empty chunk (a dropped frame) in the AVI.
+    with av.open(str(path), mode="w", format="avi", options={"avoid_negative_ts": "disabled"}) as container:
+        video = container.add_stream("mpeg4", rate=rate)
+        video.codec_context.codec_tag = "XVID"
+        video.width, video.height = int(frames.shape[2]), int(frames.shape[1])
+        video.pix_fmt = "yuv420p"
+        video.bit_rate = bitrate
+        sound = None
+        if audio is not None:
+            sound = container.add_stream("libmp3lame", rate=audio_rate, layout="mono")
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24" if image.ndim == 3 else "gray")
+            container.mux(video.encode(frame.reformat(format="yuv420p")))
+        container.mux(video.encode(None))
+        if sound is not None:
+            samples = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)
+            step = sound.codec_context.frame_size or 1152
+            for offset in range(0, len(samples), step):
+                chunk = samples[offset:offset + step][None, :]
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
+                frame.sample_rate = audio_rate
+                frame.pts = offset
+                container.mux(sound.encode(frame))
+            container.mux(sound.encode(None))
+
+
+def video_span(path: str | Path) -> tuple[float, float]:
+    """(start, end) in seconds of a file's video frames, from its packets (no decoding): the first frame's
+    time and the time the last one stops being shown. Unlike the header's duration, it cannot promise
+    frames a damaged or oddly muxed file does not have. ``ValueError`` when there is no video packet."""
+    first = last = None
+    with _open(Path(path)) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.size and packet.pts is not None:
+                t = float(packet.pts * stream.time_base)
+                first = t if first is None else min(first, t)
+                last = t if last is None else max(last, t)
+        if first is None:
+            raise ValueError("no video frames")
+        return first, _end(stream, last)
+
+
+def transcode_to_avi(source: str | Path, target: str | Path, width: int, height: int, seconds: float | None = None,
+                     audio_rate: int = 44_100, bitrate: int = 800_000) -> int:
+    """Re-encode any video file FFmpeg reads (e.g. H.264 + AAC MP4) as a UCF101-style Xvid + MP3 AVI.
+
+    Frames are scaled to ``width`` x ``height`` as they are decoded, the first audio track is mixed down to
+    mono at ``audio_rate``; ``seconds`` keeps only the beginning. Returns the number of frames written.
+    """
+    import av
+
+    frames = []
+    with _open(Path(source)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        for frame in container.decode(stream):
+            if seconds is not None and frame.time is not None and frame.time >= seconds:
+                break
+            frames.append(frame.reformat(width=width, height=height, format="rgb24").to_ndarray())
+    if not frames:
+        raise ValueError(f"{source}: no video frames")
+    audio = None
+    try:
+        audio = read_audio(source, audio_rate)
+    except ValueError:  # no audio track: the AVI gets none either
+        pass
+    if audio is not None and seconds is not None:
+        audio = audio[:int(round(seconds * audio_rate))]
+    write_avi(target, np.stack(frames), fps, audio, audio_rate=audio_rate, bitrate=bitrate)
+    return len(frames)
