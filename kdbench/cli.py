@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     for command in plugins().commands:
         cli.add_command(command)
     try:
-        cli.main(args=argv, prog_name="kdbench", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="kdbench", standalone_mode=False)
+        if isinstance(status, int):  # a command's click.exceptions.Exit(n) arrives here as n
+            return status
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.ClickException as error:

@@ -8,9 +8,11 @@ shown at that instant (what a viewer would see), so the sampling does not depend
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -149,28 +151,34 @@ def read_audio(path: str | Path, rate: int = AUDIO_RATE) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
-def write_avi(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
+def write_avi(path: str | Path, frames: Iterable[np.ndarray], fps: float, audio: np.ndarray | None = None,
               audio_rate: int = 44_100, bitrate: int = 400_000) -> None:
-    """Write frames (uint8, grayscale (T, H, W) or RGB (T, H, W, 3), even H and W) as an Xvid (MPEG-4 Part 2) AVI.
+    """Write frames (uint8, grayscale (H, W) or RGB (H, W, 3) each, even H and W) as an Xvid (MPEG-4 Part 2) AVI.
 
-    ``audio`` (mono float32 in [-1, 1]) becomes an MP3 track, as in UCF101's files.
+    ``frames`` may be an array (T, H, W[, 3]) or any iterable, so a night of video can be streamed to the
+    encoder instead of held in memory. ``audio`` (mono float32 in [-1, 1]) becomes an MP3 track, as in
+    UCF101's files.
     """
     import av
+
+    frames = iter(frames)
+    first = next(frames)
 
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
     # The MP3 encoder's first packet starts before 0 (its delay); letting the muxer shift timestamps to
     # non-negative ones moves the video by a frame and leaves an empty chunk (a dropped frame) in the AVI.
-    with av.open(str(path), mode="w", format="avi", options={"avoid_negative_ts": "disabled"}) as container:
+    options = {"avoid_negative_ts": "disabled"}
+    with av.open(str(path), mode="w", format="avi", options=options) as container:
         video = container.add_stream("mpeg4", rate=rate)
         video.codec_context.codec_tag = "XVID"
-        video.width, video.height = int(frames.shape[2]), int(frames.shape[1])
+        video.width, video.height = int(first.shape[1]), int(first.shape[0])
         video.pix_fmt = "yuv420p"
         video.bit_rate = bitrate
         sound = None
         if audio is not None:
             sound = container.add_stream("libmp3lame", rate=audio_rate, layout="mono")
-        for image in frames:
+        for image in itertools.chain([first], frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24" if image.ndim == 3 else "gray")
             container.mux(video.encode(frame.reformat(format="yuv420p")))
         container.mux(video.encode(None))
@@ -210,8 +218,6 @@ def transcode_to_avi(source: str | Path, target: str | Path, width: int, height:
     Frames are scaled to ``width`` x ``height`` as they are decoded, the first audio track is mixed down to
     mono at ``audio_rate``; ``seconds`` keeps only the beginning. Returns the number of frames written.
     """
-    import av
-
     frames = []
     with _open(Path(source)) as container:
         stream = container.streams.video[0]

@@ -111,6 +111,9 @@ class ToyDataset(Dataset):
         self.checks += 1
         return DataReport(self.name, "/toy", self.info.class_names, {"train": {"A": 1}}, list(self.problems))
 
+    def split(self, name):
+        return [] if self.skipped and "everything" in self.skipped else [0, 1]
+
     def skip(self, keys):
         self.skipped = keys
 
@@ -127,6 +130,9 @@ def test_the_check_gate_refuses_skips_or_passes(cache):
     with pytest.raises(KdbenchError, match="cannot leave out"):
         require_usable(fatal, skip_bad=True, echo=lambda m: None)
     assert require_usable(ToyDataset([], tag="c"), skip_bad=False) == []
+    hopeless = ToyDataset([Problem("UCF-101/", "6837 videos missing", ("everything",))], tag="d")
+    with pytest.raises(KdbenchError, match=r"leaves no items in the train and test split\(s\)"):
+        require_usable(hopeless, skip_bad=True, echo=lambda m: None)
 
 
 def test_the_stored_check_is_redone_when_the_content_changes(cache):
@@ -155,7 +161,7 @@ def test_fingerprint_follows_size_mtime_and_params(tmp_path):
 
 def test_a_missing_root_is_one_line_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.delenv("KDBENCH_DATA", raising=False)
-    with pytest.raises(KdbenchError, match=r"dataset 'toy' needs its folder: pass --data-root DIR"):
+    with pytest.raises(KdbenchError, match=r"dataset 'toy' needs its folder: pass --root DIR to `kdbench data`, --data-root DIR"):
         resolve_root(None, "toy")
     with pytest.raises(KdbenchError, match=r"does not exist; .*kdbench data synth toy --root"):
         resolve_root(tmp_path / "nope", "toy")

@@ -72,3 +72,13 @@ def test_run_with_stored_embeddings(workdir, loaded):
     assert 0.0 <= result.scores.accuracy <= 1.0
     [student] = [r for r in workdir.runs() if r.data.tags.get("kdbench.role") == "student"]
     assert student.info.status == "FINISHED" and student.data.tags["kdbench.teacher"] == "precomputed"
+
+
+def test_a_raw_signal_is_refused_as_an_embedding():
+    from kdbench.contracts import DatasetInfo
+    from kdbench.errors import KdbenchError
+    from kdbench_plugins.precomputed import Precomputed, PrecomputedOptions
+
+    info = DatasetInfo(tuple("abc"), (320_000,), (3, 4, 8, 8))
+    with pytest.raises(KdbenchError, match=r"320000 values per sample \(a raw signal\?\): use a model teacher"):
+        Precomputed(PrecomputedOptions(), info)

@@ -182,7 +182,8 @@ def prepare(split: ClipSplit, *, progress: bool = False, echo: Callable[[str], N
                 last = time.monotonic()
     finally:
         flush()
-    del arrays, done
+    arrays.clear()  # drop the memory maps before the folder is renamed
+    done = None
     (partial / "meta.json").write_text(json.dumps({"format": FORMAT, "items": n, "keys_sha256": hashlib.sha256(
         "\n".join(split.keys).encode()).hexdigest(), "layout": layout}))
     try:

@@ -22,13 +22,13 @@ def resolve_root(root: str | Path | None, dataset: str) -> Path:
     if root is None or str(root) == "":
         base = os.environ.get("KDBENCH_DATA")
         if not base:
-            raise KdbenchError(f"dataset {dataset!r} needs its folder: pass --data-root DIR (or --set dataset.root=DIR, "
-                               f"or set KDBENCH_DATA so that $KDBENCH_DATA/{dataset} is used)")
+            raise KdbenchError(f"dataset {dataset!r} needs its folder: pass --root DIR to `kdbench data`, --data-root DIR "
+                               f"to `kdbench run` (or set KDBENCH_DATA so that $KDBENCH_DATA/{dataset} is used)")
         root = Path(base) / dataset
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise KdbenchError(f"dataset {dataset!r}: folder {path} does not exist; point --data-root (dataset.root) at a "
-                           f"copy of the data, or make a small one with `kdbench data synth {dataset} --root {path}`")
+        raise KdbenchError(f"dataset {dataset!r}: folder {path} does not exist; point --root / --data-root at a copy "
+                           f"of the data, or make a small one with `kdbench data synth {dataset} --root {path}`")
     return path.resolve()
 
 

@@ -53,5 +53,9 @@ def require_usable(dataset, *, skip_bad: bool, progress: bool = False,
                            f"above); fix them first", details=report.render())
     bad = report.bad_items()
     dataset.skip(bad)
+    empty = [name for name in ("train", "test") if name in dataset.splits and len(dataset.split(name)) == 0]
+    if empty:
+        raise KdbenchError(f"dataset {dataset.name!r}: leaving out the {len(bad)} bad item(s) leaves no items in the "
+                           f"{' and '.join(empty)} split(s); fix the problems listed above", details=report.render())
     echo(f"--skip-bad: left out {len(bad)} item(s) of dataset {dataset.name!r} ({len(report.problems)} problem(s))")
     return report.problems

@@ -16,6 +16,10 @@ from kdbench.contracts import Model, ModelOutput
 from kdbench.errors import KdbenchError
 from kdbench.hookspecs import hookimpl
 
+#: widest vector taken for an embedding (Cnn14's is 2,048): anything wider is a raw signal, whose "probe"
+#: would silently be a huge linear model on samples; refused with the fix instead.
+MAX_WIDTH = 16_384
+
 
 class PrecomputedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,6 +38,10 @@ class Precomputed(Model):
         if len(shape) != 1:
             raise KdbenchError(f"teacher 'precomputed' reads one stored embedding of shape (D,) per sample; the "
                                f"dataset's teacher input has shape {shape}: pick a model teacher instead")
+        if shape[0] > MAX_WIDTH:
+            raise KdbenchError(f"teacher 'precomputed' reads stored embeddings, but the dataset's teacher input has "
+                               f"{shape[0]} values per sample (a raw signal?): use a model teacher for it, or the "
+                               f"dataset's embedding input (e.g. --set dataset.teacher_input=embedding)")
         self.head = nn.Linear(shape[0], info.num_classes)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:

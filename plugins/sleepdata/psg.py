@@ -1,0 +1,100 @@
+"""PSG recordings: the header facts an index needs, the EEG channel, and one 30-s epoch at the teacher's rate.
+
+Headers are read with ``mne.io.read_raw_edf(preload=False)``, which reads no samples. An epoch is read with
+``get_data(start, stop)`` and resampled by polyphase filtering (``scipy.signal.resample_poly``). So that an
+epoch cut out on its own equals the same stretch of the whole channel resampled at once -- no filter edge at
+every epoch boundary -- it is resampled with a margin of real signal on both sides, chosen so that the
+margin's start lies on the output sample grid, and the margin is cut off afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .hypnogram import EPOCH, _first_line
+
+
+@dataclass(frozen=True)
+class PsgHeader:
+    sfreq: float
+    n_times: int
+    channels: tuple[str, ...]
+    meas_date: object  # datetime or None
+
+    @property
+    def seconds(self) -> float:
+        return self.n_times / self.sfreq
+
+    @property
+    def epochs(self) -> int:
+        """Whole 30-s epochs in the recording (a partial last one is not a sample)."""
+        return int(math.floor(self.seconds / EPOCH + 1e-9))
+
+
+def open_raw(path: Path):
+    import mne
+
+    return mne.io.read_raw_edf(str(path), preload=False, verbose="error")
+
+
+def read_header(path: Path) -> tuple[PsgHeader | None, str]:
+    """(header, "") or (None, why the file cannot be used)."""
+    try:
+        if path.stat().st_size == 0:
+            return None, "empty file (0 bytes)"
+        raw = open_raw(path)
+    except Exception as error:  # noqa: BLE001 - reported as a problem with the file
+        return None, f"not a readable EDF ({_first_line(error)})"
+    if raw.n_times == 0:
+        return None, "EDF holds no samples"
+    return PsgHeader(float(raw.info["sfreq"]), int(raw.n_times), tuple(raw.ch_names), raw.info["meas_date"]), ""
+
+
+def _normal(name: str) -> str:
+    """Channel names compared without case, spaces, a leading 'EEG' and the separator of a derivation."""
+    text = name.lower().replace(" ", "").replace(":", "-").replace("_", "-")
+    return text[3:] if text.startswith("eeg") and len(text) > 3 else text
+
+
+def match_channel(wanted: str, channels: tuple[str, ...]) -> str | None:
+    """The channel meant by ``wanted``: the exact label, else the one label equal up to ``_normal``."""
+    if wanted in channels:
+        return wanted
+    same = [c for c in channels if _normal(c) == _normal(wanted)]
+    return same[0] if len(same) == 1 else None
+
+
+def _ratio(sfreq: float, rate: int) -> tuple[int, int]:
+    ratio = Fraction(rate / sfreq).limit_denominator(1000)
+    return ratio.numerator, ratio.denominator
+
+
+def read_epoch(raw, channel: str, k: int, rate: int) -> np.ndarray:
+    """Epoch ``k`` (PSG seconds [30k, 30k + 30)) of ``channel`` at ``rate`` Hz, in microvolts: float32 (1, 30 * rate)."""
+    from scipy.signal import resample_poly
+
+    sfreq, n = float(raw.info["sfreq"]), int(raw.n_times)
+    start, stop = int(round(k * EPOCH * sfreq)), int(round((k + 1) * EPOCH * sfreq))
+    length = int(round(EPOCH * rate))
+    pick = raw.ch_names.index(channel)
+    if abs(sfreq - rate) < 1e-9:
+        data = raw.get_data(picks=[pick], start=start, stop=stop)[0]
+    else:
+        up, down = _ratio(sfreq, rate)
+        # resample_poly's filter reaches 10 * max(up, down) upsampled samples to each side; a margin of a
+        # multiple of `down` input samples keeps the output grid of the piece on that of the whole channel.
+        need = 10 * max(up, down) / up + 2
+        margin = down * math.ceil(need / down)
+        first, last = max(0, start - margin), min(n, stop + margin)
+        piece = raw.get_data(picks=[pick], start=first, stop=last)[0]
+        out = resample_poly(piece, up, down)
+        skip = (start - first) * up // down
+        data = out[skip:skip + length]
+    if len(data) != length:
+        raise ValueError(f"epoch {k} of {channel!r} has {len(data)} samples after resampling, not {length}")
+    return (data * 1e6).astype(np.float32)[None, :]
