@@ -1,17 +1,19 @@
-"""MC2SleepNet (Kim, ..., Na 2025, arXiv 2502.17470) at the level of one 30-s epoch.
+"""MC2SleepNet (Kim, ..., Na 2025, arXiv 2502.17470): per 30-s epoch, or over a sequence of epochs.
 
 MC2SleepNet reads a raw single-channel EEG epoch with a CNN (the SleePyCo backbone) and the same
 epoch's spectrogram with a Transformer, aligns the two epoch embeddings with InfoNCE, and then models a
-sequence of ~16 epochs with per-modality Transformers trained by cross-masking. kdbench samples are
-single epochs, so this module builds the epoch-level part only: both branches, their fusion into one
-classifier, and the InfoNCE alignment as an auxiliary loss read from ``last_alignment_loss``. The
-sequence part needs sequences of epochs and is not built. docs/mc2sleepnet.md lists every setting,
-where it comes from, and what is left out.
+sequence of epochs with per-modality Transformers trained by cross-masking. With a one-epoch input
+``(1, n_times)`` this module is the epoch-level model: both branches, their fusion into one classifier, and
+the InfoNCE alignment as an auxiliary loss. With a sequence ``(L, 1, n_times)`` (a sleep dataset's
+``context``) it adds the sequence part: per-modality sequence Transformers whose layers also attend to the
+other modality, a classifier of the centre epoch, and in training the cross-masking reconstruction loss.
+docs/mc2sleepnet.md lists every setting, where it comes from, and what is left out.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
 
-from ._common import LATENT, LinearHead, epoch_length, pooled
+from ._common import LATENT, LinearHead, pooled
 
 #: SleePyCo backbone: (output channels, conv layers) per stage; a max-pool of 5 precedes stages 2-5.
 SLEEPYCO_STAGES = ((64, 2), (128, 2), (192, 3), (256, 3), (256, 3))
@@ -172,6 +174,78 @@ class SpectrogramEncoder(nn.Module):
         return outputs, x.mean(1)
 
 
+class SequenceLayer(nn.Module):
+    """One layer of MC2SleepNet's sequence encoders, over epoch tokens (B, L, d).
+
+    Self-attention, then (given the other modality's tokens) cross-attention to them, then a GELU
+    feed-forward network; each sub-layer adds its input back and is followed by LayerNorm (post-LN, eps
+    1e-12). As in the MC2 code, the projections have no bias, dropout acts on each sub-layer's output (and
+    inside the feed-forward network after the GELU), and the feed-forward weights start Xavier-uniform.
+    ``pad`` / ``context_pad`` (B, L) mark epochs no query may attend to (True = padding).
+    """
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d, heads, bias=False, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d, heads, bias=False, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn, bias=False), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn, d, bias=False))
+        for linear in (self.ffn[0], self.ffn[3]):
+            nn.init.xavier_uniform_(linear.weight)
+        self.norm_self, self.norm_cross, self.norm_ffn = (nn.LayerNorm(d, eps=1e-12) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, pad: Tensor | None, context: Tensor | None = None,
+                context_pad: Tensor | None = None) -> Tensor:
+        x = self.norm_self(x + self.dropout(self.self_attn(x, x, x, key_padding_mask=pad, need_weights=False)[0]))
+        if context is not None:
+            attended = self.cross_attn(x, context, context, key_padding_mask=context_pad, need_weights=False)[0]
+            x = self.norm_cross(x + self.dropout(attended))
+        return self.norm_ffn(x + self.dropout(self.ffn(x)))
+
+
+class SequenceEncoder(nn.Module):
+    """A stack of ``SequenceLayer``; every layer attends to the same ``context`` (the other modality's input)."""
+
+    def __init__(self, layers: int, d: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(SequenceLayer(d, heads, ffn, dropout) for _ in range(layers))
+
+    def forward(self, x: Tensor, pad: Tensor | None, context: Tensor | None = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, pad, context, pad)
+        return x
+
+
+class CrossMasking(nn.Module):
+    """The masking module: masked epochs' tokens become a learned mask token, positions are added, and
+    ``masking_layers`` layers (self-attention + cross-attention to the intact other modality) start the
+    rebuilding, which the masked modality's sequence encoder finishes. One module serves both directions."""
+
+    def __init__(self, layers: int, d: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.empty(d).normal_(std=0.02))
+        self.layers = nn.ModuleList(SequenceLayer(d, heads, ffn, dropout) for _ in range(layers))
+
+    def forward(self, tokens: Tensor, masked: Tensor, positions: Tensor, context: Tensor,
+                pad: Tensor | None) -> Tensor:
+        x = torch.where(masked.unsqueeze(-1), self.token.to(tokens.dtype), tokens) + positions
+        for layer in self.layers:
+            x = layer(x, pad, context, pad)
+        return x
+
+
+def masked_count(length: int, ratio: float) -> int:
+    """Epochs of an L-epoch sequence that cross-masking hides: ratio * L rounded half up, at least 1, at most L - 1."""
+    return min(length - 1, max(1, math.floor(ratio * length + 0.5)))
+
+
+def choose_masked(batch: int, length: int, count: int, device: torch.device | str = "cpu") -> Tensor:
+    """PatchShuffle-style choice: per sample, the first ``count`` positions of a random permutation of the L
+    epochs, (B, count), drawn from torch's RNG (of ``device``), so ``torch.manual_seed`` repeats it."""
+    return torch.rand(batch, length, device=device).argsort(1)[:, :count]
+
+
 class MC2SleepNetOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -193,25 +267,75 @@ class MC2SleepNetOptions(BaseModel):
                                                            "cross-entropy in teacher training (unverified: 1)")
     embedding_dim: int = Field(LATENT, ge=1, description="width of the linear projection of the fused "
                                                          "signal + spectrogram tokens that the classifier reads")
+    # sequence mode only (a teacher input of L > 1 epochs); unused, and nothing is built, for one epoch
+    sequence_layers: int = Field(4, ge=1, description="sequence mode: layers of each modality's sequence "
+                                                      "Transformer (MC2SleepNet code: 4)")
+    sequence_heads: int = Field(8, ge=1, description="sequence mode: attention heads of the sequence Transformers; "
+                                                     "must divide d_model (MC2SleepNet code: 8)")
+    sequence_ffn_dim: int = Field(1024, ge=1, description="sequence mode: feed-forward width of the sequence "
+                                                          "Transformers and the masking module, GELU (MC2SleepNet "
+                                                          "code: 1024)")
+    masking_layers: int = Field(1, ge=1, description="sequence mode: layers of the cross-masking module "
+                                                     "(MC2SleepNet code: 1)")
+    masking_heads: int = Field(4, ge=1, description="sequence mode: attention heads of the cross-masking module; "
+                                                    "must divide d_model (MC2SleepNet code: 4)")
+    mask_ratio: float = Field(0.25, gt=0, lt=1, description="sequence mode: share of a sequence's epochs masked "
+                                                            "in one modality, rounded, at least 1 (MC2SleepNet "
+                                                            "code: 0.25)")
+    reconstruction_weight: float = Field(1.0, ge=0, description="sequence mode: weight of the cross-masking "
+                                                                "reconstruction loss added in teacher training "
+                                                                "(unverified: 1); 0 skips the masked passes")
+    reconstruction_reduction: Literal["sum", "mean"] = Field(
+        "mean", description="sequence mode: L1 over the rebuilt tokens averaged per element (kdbench: trained "
+                            "jointly with the cross-entropy) or summed (MC2SleepNet code, which trains it in a "
+                            "stage of its own); the two modalities' losses are then averaged")
+    reconstruction_tokens: Literal["masked", "all"] = Field(
+        "masked", description="sequence mode: L1 over the masked epochs only, or over every epoch of the rebuilt "
+                              "sequence (what the published MC2SleepNet code compares)")
 
 
 class _Latest:
-    """The last forward's alignment loss; a copy starts empty because an autograd graph cannot be deep-copied."""
+    """The last forward's auxiliary losses; a copy starts empty because an autograd graph cannot be deep-copied."""
 
-    value: Tensor | None = None
+    value: Tensor | None = None             # InfoNCE alignment
+    reconstruction: Tensor | None = None    # cross-masking L1 (sequence mode, training only)
 
     def __deepcopy__(self, memo: dict) -> _Latest:
         return _Latest()
 
 
-class MC2SleepNetTeacher(Model):
-    """MC2SleepNet (Kim et al. 2025), epoch level: SleePyCo CNN on raw EEG + Transformer on its spectrogram.
+def _input_layout(info: DatasetInfo, who: str) -> tuple[int, int]:
+    """(epochs L, n_times) of the teacher input: ``(1, n_times)`` is L = 1; ``(L, 1, n_times)`` needs an odd L >= 3."""
+    shape = tuple(info.teacher_input_shape)
+    if len(shape) == 2 and shape[0] == 1 and shape[1] >= 1:
+        return 1, int(shape[1])
+    if len(shape) == 3 and shape[1] == 1 and shape[2] >= 1:
+        if shape[0] < 3 or shape[0] % 2 == 0:
+            raise KdbenchError(f"teacher {who!r} classifies the centre epoch of a sequence, so it needs an odd "
+                               f"number of epochs >= 3 (dataset.context = c gives 2c + 1); the dataset's teacher "
+                               f"input has shape {shape}")
+        return int(shape[0]), int(shape[2])
+    raise KdbenchError(f"teacher {who!r} reads one EEG channel, shape (1, n_times), or a sequence of epochs "
+                       f"(L, 1, n_times); the dataset's teacher input has shape {shape}")
 
-    The two 128-d modality tokens are concatenated (256), projected to the 512-d embedding and
-    classified. ``forward`` also stores the symmetric InfoNCE between the two tokens in
-    ``last_alignment_loss`` (kdbench's teacher training minimises cross-entropy only and does not add
-    it). Stages (pooled over time): the five CNN stages (64, 128, 192, 256, 256) and the fused tokens
-    (2 x d_model).
+
+class MC2SleepNetTeacher(Model):
+    """MC2SleepNet (Kim et al. 2025): SleePyCo CNN on raw EEG + Transformer on its spectrogram, per epoch or sequence.
+
+    Epoch level (input ``(B, 1, n_times)``): the two 128-d modality tokens are concatenated (256),
+    projected to the 512-d embedding and classified. Stages (pooled over time): the five CNN stages
+    (64, 128, 192, 256, 256) and the fused tokens (2 x d_model).
+
+    Sequence level (input ``(B, L, 1, n_times)``, odd L): both branches encode all B x L epochs; each
+    modality's token sequence goes through its sequence Transformer, whose layers also attend to the
+    other modality's tokens; the centre epoch's two outputs are concatenated, projected to 512 and
+    classified. All-zero epochs (a dataset's padding beyond the recording) are not encoded and no
+    attention reads them. Stages: the centre epoch's five CNN stages, its fused epoch tokens, its fused
+    sequence outputs. In training, cross-masking rebuilds a masked quarter of one modality's epochs from
+    the other and stores the L1 loss in ``last_reconstruction_loss``.
+
+    Every forward stores the symmetric InfoNCE between the two tokens of each epoch in
+    ``last_alignment_loss``; ``training_losses`` hands both losses, weighted, to kdbench's teacher training.
     """
 
     name = "mc2sleepnet"
@@ -220,7 +344,7 @@ class MC2SleepNetTeacher(Model):
     def __init__(self, options: MC2SleepNetOptions, info: DatasetInfo) -> None:
         super().__init__(options, info)
         o = options
-        self.n_times = epoch_length(info, self.name)
+        self.sequence_length, self.n_times = _input_layout(info, self.name)
         window, hop = round(o.stft_window_s * o.sfreq), round(o.stft_hop_s * o.sfreq)
         if window < 2 or hop < 1:
             raise KdbenchError(f"{self.name}: a {o.stft_window_s:g}-s window and {o.stft_hop_s:g}-s hop at "
@@ -237,6 +361,17 @@ class MC2SleepNetTeacher(Model):
         self.signal = SleePyCoBackbone(o.d_model)
         self.spectrogram = LogSpectrogram(window, hop, o.n_fft)
         self.spectral = SpectrogramEncoder(o.n_fft // 2 + 1, self.spectrogram.frames(self.n_times), o)
+        if self.sequence_length > 1:
+            for option in ("sequence_heads", "masking_heads"):
+                if o.d_model % getattr(o, option):
+                    raise KdbenchError(f"{self.name}: d_model={o.d_model} must be divisible by "
+                                       f"{option}={getattr(o, option)}")
+            stack = lambda layers, heads: SequenceEncoder(layers, o.d_model, heads, o.sequence_ffn_dim, o.dropout)
+            self.sequence_signal = stack(o.sequence_layers, o.sequence_heads)
+            self.sequence_spectral = stack(o.sequence_layers, o.sequence_heads)
+            self.masking = CrossMasking(o.masking_layers, o.d_model, o.masking_heads, o.sequence_ffn_dim, o.dropout)
+            self.register_buffer("sequence_positions", sinusoidal_positions(self.sequence_length, o.d_model),
+                                 persistent=False)
         self.head = LinearHead(2 * o.d_model, o.embedding_dim, info.num_classes)
         self._latest = _Latest()
 
@@ -249,19 +384,90 @@ class MC2SleepNetTeacher(Model):
         """
         return self._latest.value
 
+    @property
+    def last_reconstruction_loss(self) -> Tensor | None:
+        """The cross-masking L1 loss of the last forward: set by a sequence-mode forward in training mode
+        (with ``reconstruction_weight`` > 0), None after any other forward."""
+        return self._latest.reconstruction
+
     def training_losses(self, output: ModelOutput, batch) -> dict[str, Tensor]:
-        """The InfoNCE alignment of this batch's signal and spectrogram tokens, weighted (teacher training)."""
-        loss = self.last_alignment_loss
-        if loss is None or self.options.alignment_weight == 0:
-            return {}
-        return {"alignment": self.options.alignment_weight * loss}
+        """This batch's weighted InfoNCE alignment and, in sequence mode, cross-masking reconstruction."""
+        o, terms = self.options, {}
+        if self.last_alignment_loss is not None and o.alignment_weight != 0:
+            terms["alignment"] = o.alignment_weight * self.last_alignment_loss
+        if self.last_reconstruction_loss is not None and o.reconstruction_weight != 0:
+            terms["reconstruction"] = o.reconstruction_weight * self.last_reconstruction_loss
+        return terms
 
     def forward(self, x: Tensor) -> ModelOutput:
+        if self.sequence_length > 1:
+            return self._forward_sequence(x)
         if tuple(x.shape[1:]) != (1, self.n_times):
             raise KdbenchError(f"{self.name}: expected input (batch, 1, {self.n_times}), got {tuple(x.shape)}")
         maps, signal_token = self.signal(x)
         _, spectral_token = self.spectral(self.spectrogram(x))
         self._latest.value = info_nce(signal_token, spectral_token, self.options.temperature)
+        self._latest.reconstruction = None
         fused = torch.cat((signal_token, spectral_token), 1)
         logits, embedding = self.head(fused)
         return ModelOutput(logits, embedding, (*(pooled(m) for m in maps), fused))
+
+    # ------------------------------------------------------------- sequence mode
+
+    def _forward_sequence(self, x: Tensor) -> ModelOutput:
+        length, centre = self.sequence_length, self.sequence_length // 2
+        if tuple(x.shape[1:]) != (length, 1, self.n_times):
+            raise KdbenchError(f"{self.name}: expected input (batch, {length}, 1, {self.n_times}), "
+                               f"got {tuple(x.shape)}")
+        batch = x.shape[0]
+        flat = x.reshape(batch * length, 1, self.n_times)
+        real = flat.flatten(1).ne(0).any(1).view(batch, length)   # all-zero epochs are padding ...
+        real[:, centre] = True                                       # ... except the item's own epoch
+        rows = real.flatten().nonzero().squeeze(1)
+        maps, signal = self.signal(flat[rows])
+        _, spectral = self.spectral(self.spectrogram(flat[rows]))
+        self._latest.value = info_nce(signal, spectral, self.options.temperature)
+
+        def scatter(tokens: Tensor) -> Tensor:   # (real epochs, d) -> (B, L, d), zeros at padding
+            return tokens.new_zeros(batch * length, tokens.shape[1]).index_copy(0, rows, tokens).view(batch, length, -1)
+
+        signal, spectral = scatter(signal), scatter(spectral)
+        pad = None if bool(real.all()) else ~real
+        positions = self.sequence_positions.to(signal.dtype)
+        signal_in, spectral_in = signal + positions, spectral + positions
+        signal_out = self.sequence_signal(signal_in, pad, spectral_in)
+        spectral_out = self.sequence_spectral(spectral_in, pad, signal_in)
+        fused = torch.cat((signal_out[:, centre], spectral_out[:, centre]), 1)
+        logits, embedding = self.head(fused)
+        self._latest.reconstruction = (
+            self._reconstruction(signal, spectral, signal_in, spectral_in, real, pad)
+            if self.training and self.options.reconstruction_weight > 0 else None)
+        centre_rows = (real.flatten().cumsum(0) - 1).view(batch, length)[:, centre]
+        stages = (*(pooled(m[centre_rows]) for m in maps),
+                  torch.cat((signal[:, centre], spectral[:, centre]), 1), fused)
+        return ModelOutput(logits, embedding, stages)
+
+    def _reconstruction(self, signal: Tensor, spectral: Tensor, signal_in: Tensor, spectral_in: Tensor,
+                        real: Tensor, pad: Tensor | None) -> Tensor:
+        """Cross-masking: mask each modality in turn, rebuild it from the other, L1 against its own tokens.
+
+        Per modality, ``masked_count`` epochs per sample (``choose_masked``) become the mask token; the
+        masking module and then that modality's sequence encoder, both attending to the intact other
+        modality, rebuild the sequence. The L1 distance to the original tokens (before positions) is
+        taken over the masked real epochs (or every real epoch) and summed (or averaged); the two
+        modalities' losses are averaged. Padding epochs never count.
+        """
+        o = self.options
+        batch, length = real.shape
+        count = masked_count(length, o.mask_ratio)
+        losses = []
+        for tokens, encoder, context in ((signal, self.sequence_signal, spectral_in),
+                                         (spectral, self.sequence_spectral, signal_in)):
+            chosen = choose_masked(batch, length, count, tokens.device)
+            masked = torch.zeros_like(real).scatter_(1, chosen, True)
+            rebuilt = encoder(self.masking(tokens, masked, self.sequence_positions.to(tokens.dtype), context, pad),
+                              pad, context)
+            counted = (masked if o.reconstruction_tokens == "masked" else torch.ones_like(masked)) & real
+            error = (rebuilt.float() - tokens.float()).abs()[counted]
+            losses.append(error.sum() if o.reconstruction_reduction == "sum" else error.sum() / max(error.numel(), 1))
+        return (losses[0] + losses[1]) / 2

@@ -4,10 +4,15 @@ A dataset indexes its nights once (headers and hypnograms only) into per-night n
 indices and labels; splits are concatenations of those arrays, and an item's key is
 ``<night>/<epoch>`` with the epoch counted in 30-s steps from the start of the PSG (``S001/0123``), so a key
 names the same 30 s of the same recording whatever the options or the seed.
+
+With ``context`` = c > 0 the teacher's input is the item's epoch with its c neighbours on each side, read
+from the same night's EEG by PSG time: ``(2c + 1, 1, n_times)``, zeros where the recording holds no whole
+30-s epoch (before its start, after its last whole epoch). The student's input stays one clip.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +46,21 @@ class SleepOptions(BaseModel):
         "zscore", description="teacher input: 'zscore' = each epoch to mean 0, std 1; 'none' = microvolts")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of subjects held out for testing")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of the remaining subjects for validation")
+    context: int = Field(0, ge=0, le=15, description="EEG epochs on each side of the item's epoch in the teacher's "
+                                                     "input: c > 0 gives (2c + 1, 1, n_times), zeros beyond the "
+                                                     "recording; 0 = the epoch alone, (1, n_times)")
+
+
+def teacher_shape(options: SleepOptions) -> tuple[int, ...]:
+    """The teacher's input shape: one epoch ``(1, n)``, or ``(2c + 1, 1, n)`` with ``context`` = c > 0."""
+    n = int(round(EPOCH * options.rate))
+    return (2 * options.context + 1, 1, n) if options.context else (1, n)
+
+
+def context_params(options: SleepOptions) -> dict:
+    """The ``context`` entry of a dataset's fingerprint parameters: absent at 0, so those fingerprints (and
+    the caches keyed on them) stay what they were before the option existed."""
+    return {"context": options.context} if options.context else {}
 
 
 @dataclass
@@ -168,10 +188,42 @@ class EEGReader:
     def eeg(self, n: int, epoch: int) -> np.ndarray:
         return read_epoch(self.raw(n), self.nights[n].channel, epoch, self.options.rate)
 
+    def whole_epochs(self, n: int) -> int:
+        """Whole 30-s epochs the night's recording holds (as ``PsgHeader.epochs``)."""
+        raw = self.raw(n)
+        return int(math.floor(raw.n_times / float(raw.info["sfreq"]) / EPOCH + 1e-9))
+
+    def sequence(self, n: int, epoch: int) -> np.ndarray:
+        """Epochs ``epoch - c .. epoch + c`` of the night, float32 ``(2c + 1, 1, n_times)`` in microvolts.
+
+        Each is read as ``eeg`` reads it, by PSG time and whatever its stage (a movement or unscored
+        neighbour still has EEG). An epoch the recording does not hold whole is zeros.
+        """
+        c = self.options.context
+        length = int(round(EPOCH * self.options.rate))
+        out = np.zeros((2 * c + 1, 1, length), np.float32)
+        last = self.whole_epochs(n)
+        for j, k in enumerate(range(epoch - c, epoch + c + 1)):
+            if 0 <= k < last:
+                out[j] = self.eeg(n, k)
+        return out
+
+    def teacher_eeg(self, n: int, epoch: int) -> np.ndarray:
+        """The teacher's stored input: the epoch, or with ``context`` its sequence."""
+        return self.sequence(n, epoch) if self.options.context else self.eeg(n, epoch)
+
     def decode(self, n: int, epoch: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """EEG-only data: student and teacher are the same epoch, decoded once."""
-        x = self.eeg(n, epoch)
-        return {f: x for f in fields}
+        """EEG-only data: student and teacher are the same epoch, decoded once; with ``context`` the teacher
+        reads the sequence around it and the student its centre."""
+        if not self.options.context:
+            x = self.eeg(n, epoch)
+            return {f: x for f in fields}
+        out = {}
+        if "teacher" in fields:
+            out["teacher"] = self.sequence(n, epoch)
+        if "student" in fields:
+            out["student"] = out["teacher"][self.options.context] if "teacher" in out else self.eeg(n, epoch)
+        return out
 
     def source(self, n: int, epoch: int) -> str:
         return f"{self.nights[n].psg} (epoch {epoch})"
@@ -198,7 +250,10 @@ class SleepSplit(ClipSplit):
             return super().to_tensor(name, array)
         x = torch.from_numpy(np.array(array, dtype=np.float32))
         if self.reader.eeg_norm == "zscore":  # per epoch: robust to each lab's gain and units
-            x = (x - x.mean()) / x.std().clamp_min(1e-6)
+            if x.ndim == 3:  # a sequence (L, 1, n): each epoch on its own; a zero (padding) epoch stays zero
+                x = (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-6)
+            else:
+                x = (x - x.mean()) / x.std().clamp_min(1e-6)
         return x
 
 

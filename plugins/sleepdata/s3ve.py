@@ -31,7 +31,9 @@ from .common import (
     SleepDataset,
     SleepOptions,
     compare_lengths,
+    context_params,
     dropped_counts,
+    teacher_shape,
 )
 from .hypnogram import CLASS_NAMES, EPOCH, Hypnogram, _first_line, read_hypnogram
 from .psg import PsgHeader, match_channel, read_header
@@ -52,7 +54,7 @@ class S3VEOptions(SleepOptions):
 
 
 class Reader(EEGReader):
-    """EEG epoch for the teacher, infrared frames for the student."""
+    """EEG epoch (or, with ``context``, the sequence around it) for the teacher, infrared frames for the student."""
 
     def frames(self, n: int, epoch: int) -> np.ndarray:
         night, o = self.nights[n], self.options
@@ -62,7 +64,7 @@ class Reader(EEGReader):
     def decode(self, n: int, epoch: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
         out = {}
         if "teacher" in fields:
-            out["teacher"] = self.eeg(n, epoch)
+            out["teacher"] = self.teacher_eeg(n, epoch)
         if "student" in fields:
             out["student"] = self.frames(n, epoch)
         return out
@@ -86,7 +88,7 @@ class S3VE(SleepDataset):
     def __init__(self, options: S3VEOptions, seed: int) -> None:
         super().__init__(options, seed)
         o = options
-        self.info = DatasetInfo(CLASS_NAMES, (1, int(round(EPOCH * o.rate))), (1, o.frames, o.height, o.width))
+        self.info = DatasetInfo(CLASS_NAMES, teacher_shape(o), (1, o.frames, o.height, o.width))
 
     @classmethod
     def synthesize(cls, root: Path, options, seed: int, echo) -> None:
@@ -99,7 +101,7 @@ class S3VE(SleepDataset):
     def _params(self) -> dict:
         o = self.options
         return {"channel": o.channel, "rate": o.rate, "frames": o.frames, "height": o.height, "width": o.width,
-                "test_fraction": o.test_fraction, "val_fraction": o.val_fraction}
+                "test_fraction": o.test_fraction, "val_fraction": o.val_fraction, **context_params(o)}
 
     def _reader(self) -> Reader:
         return Reader(self.nights, self.options, self.root)

@@ -3,8 +3,9 @@
 PhysioNet ships each night as ``SC4ssNE0-PSG.edf`` with ``SC4ssNxx-Hypnogram.edf`` (ss = subject, N = night;
 the hypnogram's 7th character is the scorer's and differs), in a flat folder or in ``sleep-cassette/``.
 Both the teacher and the student read the same EEG epoch (EEG teachers, MC2SleepNet, EEG-to-EEG
-distillation). Recordings run for about a day, mostly awake, so wake more than ``trim_wake`` minutes
-away from the first and last sleep epoch is left out, as DeepSleepNet, AttnSleep and MNE's tutorial do.
+distillation); with ``context`` > 0 the teacher reads the sequence of epochs around it. Recordings run for
+about a day, mostly awake, so wake more than ``trim_wake`` minutes away from the first and last sleep epoch
+is left out, as DeepSleepNet, AttnSleep and MNE's tutorial do.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from .common import (
     SleepDataset,
     SleepOptions,
     compare_lengths,
+    context_params,
     dropped_counts,
+    teacher_shape,
 )
 from .hypnogram import CLASS_NAMES, EPOCH, _first_line, read_hypnogram
 from .psg import match_channel, read_header
@@ -53,8 +56,8 @@ class SleepEDF(SleepDataset):
 
     def __init__(self, options: SleepEDFOptions, seed: int) -> None:
         super().__init__(options, seed)
-        shape = (1, int(round(EPOCH * options.rate)))
-        self.info = DatasetInfo(CLASS_NAMES, shape, shape)
+        # with context > 0 the teacher reads the sequence around the epoch and the student the epoch alone
+        self.info = DatasetInfo(CLASS_NAMES, teacher_shape(options), (1, int(round(EPOCH * options.rate))))
 
     @classmethod
     def synthesize(cls, root: Path, options, seed: int, echo) -> None:
@@ -65,7 +68,7 @@ class SleepEDF(SleepDataset):
     def _params(self) -> dict:
         o = self.options
         return {"channel": o.channel, "rate": o.rate, "trim_wake": o.trim_wake or 0,
-                "test_fraction": o.test_fraction, "val_fraction": o.val_fraction}
+                "test_fraction": o.test_fraction, "val_fraction": o.val_fraction, **context_params(o)}
 
     def _reader(self) -> EEGReader:
         return EEGReader(self.nights, self.options, self.root)
