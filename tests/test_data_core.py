@@ -168,3 +168,23 @@ def test_a_missing_root_is_one_line_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path))
     (tmp_path / "toy").mkdir()
     assert resolve_root(None, "toy") == (tmp_path / "toy").resolve()
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda p: (p / "student.npy").write_bytes((p / "student.npy").read_bytes()[:200]), "student.npy"),
+    (lambda p: (p / "teacher.npy").unlink(), "teacher.npy"),
+    (lambda p: (p / "meta.json").write_text("{"), "unreadable meta.json"),
+])
+def test_a_damaged_prepared_cache_is_one_line_naming_it(cache, damage, says):
+    key = split_key("toy", "abc", "train")
+    path = prepare(ToySplit(6, key))
+    damage(path)
+    with pytest.raises(KdbenchError, match=rf"prepared clip cache .*{key} is damaged \(.*{says}.*delete that folder"):
+        ToySplit(6, key)[0]
+
+
+def test_a_cache_of_other_items_is_refused(cache):
+    key = split_key("toy", "abc", "train")
+    prepare(ToySplit(6, key))
+    with pytest.raises(KdbenchError, match=r"holds 6 items that are not this split's 5"):
+        ToySplit(5, key)[0]

@@ -101,11 +101,37 @@ class ClipSplit(torch.utils.data.Dataset):
     def _prepared(self) -> bool:
         if not self._looked:
             self._looked = True
-            path = self.cache_path
-            if (path / "meta.json").exists():
-                self._cache = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in FIELDS
-                               if (path / f"{name}.npy").exists()}
+            if (self.cache_path / "meta.json").exists():
+                self._cache = self._open_cache(self.cache_path)
         return self._cache is not None
+
+    def _open_cache(self, path: Path) -> dict[str, np.ndarray]:
+        """Memory-map a prepared cache after checking it against its ``meta.json`` and this split's items."""
+        def damaged(detail: str) -> KdbenchError:
+            return KdbenchError(f"the prepared clip cache {path} is damaged ({detail}); delete that folder and run "
+                                f"`kdbench data prepare` again (or train without it: it is only a cache)")
+
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            layout = meta["layout"]
+        except (OSError, ValueError, KeyError) as error:
+            raise damaged(f"unreadable meta.json: {error}") from None
+        keys = hashlib.sha256("\n".join(self.keys).encode()).hexdigest()
+        if meta.get("items") != len(self) or meta.get("keys_sha256") != keys:
+            raise damaged(f"it holds {meta.get('items')} items that are not this split's {len(self)}")
+        arrays = {}
+        for name, spec in layout.items():
+            try:
+                array = np.load(path / f"{name}.npy", mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise damaged(f"{name}.npy: {str(error).splitlines()[0]}") from None
+            expected = (len(self), *spec["shape"])
+            if array.shape != expected or str(array.dtype) != spec["dtype"]:
+                raise damaged(f"{name}.npy is {array.dtype} {array.shape}, not {spec['dtype']} {expected}")
+            arrays[name] = array
+        if set(self.wanted) - set(arrays):
+            raise damaged(f"no {', '.join(sorted(set(self.wanted) - set(arrays)))}.npy")
+        return arrays
 
     def _stored(self, i: int) -> dict[str, np.ndarray]:
         assert self._cache is not None

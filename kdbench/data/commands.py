@@ -43,6 +43,24 @@ def _dataset(name: str, root: str, sets: tuple[str, ...], seed: int):
     return entry.cls(validate(entry.options, values, prefix="dataset."), seed)
 
 
+def _remove_abandoned(target: Path) -> None:
+    """Remove temporary folders of earlier ``synth`` runs into ``target`` whose process is gone (killed hard)."""
+    for old in target.parent.glob(f".{target.name}.synth-*") if target.parent.is_dir() else []:
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _progress() -> bool:
     return sys.stderr.isatty()
 
@@ -54,7 +72,7 @@ def data_group() -> None:
 
 @data_group.command("synth")
 @click.argument("name")
-@click.option("--root", required=True, type=click.Path(file_okay=False), help="folder to write (must not exist or be empty)")
+@click.option("--root", required=True, help="folder to write (must not exist or be empty)")
 @click.option("--subjects", type=int, help="sleep datasets: number of subjects (nights)")
 @click.option("--clips-per-class", type=int, help="video datasets: clips per class")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -71,18 +89,25 @@ def synth_cmd(name, root, subjects, clips_per_class, seed, sets) -> None:
         if value is not None:
             values[key] = value
     options = validate(entry.cls.SynthOptions, values, prefix="")
-    target = Path(root)
+    target = Path(root).expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise KdbenchError(f"{target} is a file; give `kdbench data synth` a new folder")
     if target.exists() and any(target.iterdir()):
         raise KdbenchError(f"{target} is not empty; give `kdbench data synth` a new folder so nothing is overwritten")
     # Written beside the target and renamed at the end: an interrupted run leaves no half dataset behind.
     tmp = target.with_name(f".{target.name}.synth-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    _remove_abandoned(target)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as error:
+        raise KdbenchError(f"cannot create {target}: {error.strerror or error}; choose a writable folder") from None
     try:
         entry.cls.synthesize(tmp, options, seed, lambda m: click.echo(m, err=True))
-        if target.exists():
-            target.rmdir()
-        os.rename(tmp, target)
+        if target.exists():  # an empty folder, perhaps the one we are in: keep it, move the contents in
+            for child in tmp.iterdir():
+                os.rename(child, target / child.name)
+        else:
+            os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     click.echo(f"wrote a generated {name!r} dataset to {target}; next: kdbench data check {name} --root {target}")
@@ -122,6 +147,9 @@ def prepare_cmd(name, root, seed, sets, skip_bad) -> None:
         split = dataset.split(split_name)
         if not isinstance(split, ClipSplit):
             click.echo(f"{split_name}: held in memory, nothing to prepare")
+            continue
+        if len(split) == 0:
+            click.echo(f"{split_name}: no items, nothing to prepare")
             continue
         path = prepare(split, progress=_progress(), echo=echo)
         size = sum(f.stat().st_size for f in path.iterdir())

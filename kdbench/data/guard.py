@@ -16,7 +16,11 @@ from .report import DataReport, Problem
 
 
 def _stored(dataset) -> os.PathLike:
-    return cache_dir() / "checks" / f"{dataset.name}-{dataset.fingerprint()}.json"
+    """Keyed by the content fingerprint and the folder: a copy elsewhere gets its own report (and its own path in it)."""
+    import hashlib
+
+    where = hashlib.sha256(str(getattr(dataset, "root", "")).encode()).hexdigest()[:12]
+    return cache_dir() / "checks" / f"{dataset.name}-{dataset.fingerprint()}-{where}.json"
 
 
 def check(dataset, *, progress: bool = False, echo: Callable[[str], None] = print, reuse: bool = True) -> DataReport:

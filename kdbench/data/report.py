@@ -41,6 +41,9 @@ class DataReport:
     #: things the loader left out by design (e.g. movement epochs), counted; not problems.
     dropped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: what ``counts`` counts: "usable" items (the default), or e.g. "found" when nothing is usable and the
+    #: table shows what is there instead (say why in a note).
+    counts_are: str = "usable"
 
     @property
     def usable(self) -> bool:
@@ -59,7 +62,8 @@ class DataReport:
         names = list(self.class_names)
         if self.counts:
             width = max(6, *(len(n) for n in names))
-            lines.append("  " + "split".ljust(8) + "".join(n.rjust(width + 1) for n in names) + "total".rjust(9))
+            lines.append("  " + "split".ljust(8) + "".join(n.rjust(width + 1) for n in names) + "total".rjust(9)
+                         + ("" if self.counts_are == "usable" else f"   ({self.counts_are} items)"))
             for split, per_class in self.counts.items():
                 row = "".join(str(per_class.get(n, 0)).rjust(width + 1) for n in names)
                 lines.append("  " + split.ljust(8) + row + str(sum(per_class.values())).rjust(9))
@@ -69,7 +73,10 @@ class DataReport:
         if self.problems:
             lines.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)}:")
             lines += [f"  {p.line()}" for p in self.problems]
-            if self.skippable:
+            usable = sum(sum(c.values()) for c in self.counts.values()) if self.counts_are == "usable" else 0
+            if self.skippable and usable == 0:
+                lines.append("  --skip-bad would leave nothing to train on: fix the problems")
+            elif self.skippable:
                 lines.append(f"  --skip-bad would leave out {len(self.bad_items())} items and use the rest")
             else:
                 lines.append("  problems marked [dataset] cannot be skipped: fix them first")
