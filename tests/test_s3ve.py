@@ -114,6 +114,13 @@ def _truncate(path: Path, fraction: float) -> None:
     path.write_bytes(data[:int(len(data) * fraction)])
 
 
+def _set_offset(root: Path, subject: str, value: str) -> None:
+    table = root / "subjects.csv"
+    rows = [line.rsplit(",", 1)[0] + f",{value}" if line.startswith(f"{subject},") else line
+            for line in table.read_text().splitlines()]
+    table.write_text("\n".join(rows) + "\n")
+
+
 DAMAGE = {
     "zero-byte EDF": (lambda r: (r / "S002/psg.edf").write_bytes(b""), "S002/psg.edf", "empty file (0 bytes)"),
     "hypnogram longer": (lambda r: _lengthen_hypnogram(r / "S001/hypnogram.edf", 3), "S001/hypnogram.edf",
@@ -130,6 +137,27 @@ DAMAGE = {
         "1 epoch(s) with labels outside the classes (e.g. line 7: 'N5 "),
     "folder missing from the table": (lambda r: shutil.copytree(r / "S001", r / "S009"), "S009",
                                       "folder not listed in subjects.csv"),
+    # a PSG cut short is the PSG's fault, not the hypnogram's (MNE reads what is left without an error)
+    "truncated PSG": (lambda r: _truncate(r / "S001/psg.edf", 0.5), "S001/psg.edf",
+                      "truncated: the header promises 360 data records, the file holds 179 (179 of 360 s); "),
+    "PSG cut to 5000 bytes": (lambda r: _truncate(r / "S001/psg.edf", 5000 / (r / "S001/psg.edf").stat().st_size),
+                              "S001/psg.edf", "truncated: the header promises 360 data records, the file holds 1 "),
+    "hypnogram in place of the PSG": (lambda r: shutil.copy(r / "S001/hypnogram.edf", r / "S001/psg.edf"),
+                                      "S001/psg.edf", "no signal channels, only EDF+ annotations (is it a hypnogram?)"),
+    # a night whose epochs are unknown is one placeholder item: the message says the whole night goes
+    "junk hypnogram": (lambda r: (r / "S001/hypnogram.edf").write_text("junk\n"), "S001/hypnogram.edf",
+                       ("not a readable EDF+ file (Bad EDF file provided.); --skip-bad leaves out the whole night "
+                        "[1 item]")),
+    "hypnogram cut to 400 bytes": (lambda r: _truncate(r / "S003/hypnogram.edf", 400 / (r / "S003/hypnogram.edf")
+                                                       .stat().st_size), "S003/hypnogram.edf",
+                                   "not a readable EDF+ file ("),
+    "PSG in place of the hypnogram": (lambda r: shutil.copy(r / "S001/psg.edf", r / "S001/hypnogram.edf"),
+                                      "S001/hypnogram.edf", ("not a hypnogram: an EDF with 5 signal channel(s) "
+                                      "(EEG F4-M1, EEG C4-M1, EEG C3-M2, EEG O2-M1, ...) and no annotations")),
+    "infinite video_offset": (lambda r: _set_offset(r, "S002", "inf"), "subjects.csv",
+                              "line 3, subject 'S002': video_offset 'inf' is not a finite number"),
+    "NaN video_offset": (lambda r: _set_offset(r, "S004", "nan"), "subjects.csv",
+                         "line 5, subject 'S004': video_offset 'nan' is not a finite number"),
 }
 
 
@@ -149,7 +177,20 @@ def test_subjects_table_naming_a_missing_folder(data, workdir, cli):
     shutil.rmtree(data / "S003")
     checked = cli("data", "check", "s3ve", "--root", str(data), *SETS)
     assert checked.code == 1
-    assert "subjects.csv: subject 'S003' has no folder S003/ [1 item]" in checked.out
+    assert "subjects.csv: subject 'S003' has no folder S003/; --skip-bad leaves out the whole night [1 item]" \
+        in checked.out
+
+
+def test_truncated_psg_spoils_only_the_epochs_it_lost(data):
+    _truncate(data / "S001/psg.edf", 0.5)                                # 179 of 360 s: epochs 0-4 remain whole
+    dataset = _dataset(data)
+    [problem] = dataset.problems
+    [night] = [n for n in dataset.nights if n.name == "S001"]
+    assert problem.file == "S001/psg.edf" and night.usable
+    assert problem.items == night.keys(night.epochs[night.epochs >= 5]) and len(problem.items) < len(night.epochs)
+    assert not dataset._deep_problems(False)[0]                          # the epochs it holds still read
+    n = dataset.nights.index(night)
+    assert dataset.reader.eeg(n, int(night.epochs[night.epochs < 5][-1])).shape == (1, 3000)
 
 
 def test_run_on_damaged_data_stops_and_skip_bad_trains(data, workdir, cli, one_thread):

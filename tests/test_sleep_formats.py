@@ -212,6 +212,55 @@ def test_small_datasets_still_get_a_test_and_a_val_subject():
     assert sorted(split.values()) == ["test", "train", "train", "val"]
 
 
+@pytest.mark.parametrize("n, fractions, sides", [
+    (3, (0.2, 0.2), ["test", "train", "val"]),        # the documented minimum: 3 subjects give one of each
+    (2, (0.2, 0.2), ["test", "train"]),               # training keeps a subject before validation gets one
+    (2, (0.0, 0.2), ["train", "val"]),
+    (1, (0.2, 0.2), ["train"]),
+    (3, (0.2, 0.0), ["test", "train", "train"]),      # a fraction of 0 asks for none
+])
+def test_smallest_datasets_split_as_documented(n, fractions, sides):
+    for seed in range(3):
+        assert sorted(assign({f"s{i}": "all" for i in range(n)}, seed, *fractions).values()) == sides
+
+
+# --------------------------------------------------------------------------- unusable files, told apart
+
+
+def test_hypnogram_that_is_not_a_readable_edf_plus_says_so(tmp_path):
+    import edfio
+
+    good = tmp_path / "good.edf"
+    synth.write_hypnogram_edf(good, ["W", "1", "2", "2"], START)
+    cases = {"junk.edf": b"junk, not an EDF\n", "cut.edf": good.read_bytes()[:400]}
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        assert H.read_hypnogram(tmp_path / name).error.startswith("not a readable EDF+ file ("), name
+    synth.write_psg(tmp_path / "psg.edf", {"EEG Fpz-Cz": np.zeros(3000), "EEG Pz-Oz": np.zeros(3000)}, 100, START)
+    assert H.read_hypnogram(tmp_path / "psg.edf").error == ("not a hypnogram: an EDF with 2 signal channel(s) "
+                                                            "(EEG Fpz-Cz, EEG Pz-Oz) and no annotations (is it a PSG?)")
+    edfio.Edf([], annotations=[edfio.EdfAnnotation(0, 30, "Lights off")]).write(tmp_path / "lights.edf")
+    assert H.read_hypnogram(tmp_path / "lights.edf").error.startswith("no sleep-stage annotations")
+
+
+def test_psg_header_tells_truncation_and_annotation_files(tmp_path):
+    from kdbench_plugins.sleepdata.psg import read_header
+
+    synth.write_psg(tmp_path / "psg.edf", {"EEG Fpz-Cz": np.zeros(4 * 3000)}, 100, START, 30.0)   # 4 records of 30 s
+    whole, _ = read_header(tmp_path / "psg.edf")
+    assert whole.epochs == 4 and not whole.truncation
+    blob = (tmp_path / "psg.edf").read_bytes()
+    (tmp_path / "cut.edf").write_bytes(blob[:len(blob) - 3000 * 2 - 10])              # 2 whole records left
+    cut, _ = read_header(tmp_path / "cut.edf")
+    assert (cut.epochs, cut.as_promised().epochs) == (2, 4)
+    assert cut.truncation == "truncated: the header promises 4 data records, the file holds 2 (60 of 120 s)"
+    (tmp_path / "bare.edf").write_bytes(blob[:512])                                    # the header alone
+    assert read_header(tmp_path / "bare.edf") == (None, ("truncated: the header promises 4 data records, the file "
+                                                         "holds none"))
+    synth.write_hypnogram_edf(tmp_path / "hyp.edf", ["W", "2"], START)
+    assert read_header(tmp_path / "hyp.edf") == (None, "no signal channels, only EDF+ annotations (is it a hypnogram?)")
+
+
 def test_subjects_table_split_column_is_honoured(tmp_path):
     synth.write_s3ve(tmp_path, synth.S3VESynthOptions(subjects=3, epochs=4, csv_every=0), seed=0, echo=lambda m: None)
     table = (tmp_path / "subjects.csv").read_text().splitlines()

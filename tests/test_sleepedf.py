@@ -79,7 +79,17 @@ DAMAGE = {
                           "no SC4011??-Hypnogram.edf beside it"),
     "hypnogram longer": (lambda r: _lengthen(r / "SC4002EJ-Hypnogram.edf", 2), "SC4002EJ-Hypnogram.edf",
                          "epochs longer than the recording"),
+    "PSG cut to half its size": (lambda r: _halve(r / "SC4002E0-PSG.edf"), "SC4002E0-PSG.edf",
+                                 "truncated: the header promises "),
+    "two hypnograms": (lambda r: shutil.copy(r / "SC4011EJ-Hypnogram.edf", r / "SC4011EX-Hypnogram.edf"),
+                       "SC4011EJ-Hypnogram.edf", ("2 hypnograms for one night: SC4011EJ-Hypnogram.edf and "
+                       "SC4011EX-Hypnogram.edf; remove one [")),
 }
+
+
+def _halve(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
@@ -90,6 +100,28 @@ def test_check_reports_each_damage_as_one_line(kind, data, workdir, cli):
     assert checked.code == 1 and "Traceback" not in checked.out + checked.err
     lines = [line.strip() for line in checked.out.splitlines() if line.strip().startswith(f"{file}:")]
     assert len(lines) == 1 and message in lines[0], checked.out
+
+
+def test_two_hypnograms_make_the_whole_night_bad(data):
+    shutil.copy(data / "SC4011EJ-Hypnogram.edf", data / "SC4011EX-Hypnogram.edf")
+    dataset = SleepEDF(SleepEDFOptions(root=str(data)), 0)
+    [problem] = dataset.problems
+    [night] = [n for n in dataset.nights if n.name == "SC4011"]
+    assert problem.items == night.keys() and len(night.epochs) > 0       # which scorer's is right is not guessed
+    assert "used" not in problem.message and "SC4011EX-Hypnogram.edf" in problem.message
+
+
+def test_truncated_psg_is_not_blamed_on_the_hypnogram(data):
+    _halve(data / "SC4002E0-PSG.edf")
+    dataset = SleepEDF(SleepEDFOptions(root=str(data)), 0)
+    [problem] = dataset.problems
+    [night] = [n for n in dataset.nights if n.name == "SC4002"]
+    n = dataset.nights.index(night)
+    held = dataset.reader.whole_epochs(n)
+    assert problem.file == "SC4002E0-PSG.edf" and night.usable
+    assert problem.items == night.keys(night.epochs[night.epochs >= held])
+    assert 0 < len(problem.items) < len(night.epochs)                 # the epochs it holds stay usable
+    assert not dataset._deep_problems(False)[0]
 
 
 def test_missing_channel_in_every_file_is_one_line(generated, workdir, cli):

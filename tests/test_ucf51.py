@@ -45,9 +45,11 @@ def avis(root: Path) -> list[Path]:
 
 
 def rows(out: str) -> dict[str, int]:
-    """Split -> total of the report's counts table."""
-    table = [line.split() for line in out.splitlines() if line.startswith(("  train", "  test"))]
-    return {row[0]: int(row[-1]) for row in table}
+    """Split -> total of the report's counts table (51 classes: a row per class, then the totals row)."""
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("  class ")).split()[1:]
+    totals = next(line for line in lines if line.startswith("  total ")).split()[1:]
+    return {split: int(n) for split, n in zip(header, totals)}
 
 
 # --------------------------------------------------------------------------- the generator
@@ -159,6 +161,29 @@ def test_embeddings_read_from_the_tar_gz_skip_macos_junk(generated, tmp_path):
         assert from_tar.split(side).keys == from_folder.split(side).keys
     assert np.array_equal(from_tar.split("test").only("teacher")[4]["teacher"],
                           from_folder.split("test").only("teacher")[4]["teacher"])
+
+
+@pytest.mark.parametrize("content, detail", [(b"junk\n", "not a gzip file"), (b"", "empty file")])
+def test_an_unreadable_embeddings_archive_is_one_line(generated, tmp_path, content, detail):
+    archive = tmp_path / f"{EMBEDDINGS}.tar.gz"
+    archive.write_bytes(content)
+    index = dataset(generated, embeddings=str(archive)).index
+    assert [p.line() for p in index.problems] == [                     # and no "102 of 102 clips have no embedding"
+        (f"{archive}: not a readable .tar.gz ({detail}); re-download it or point embeddings= at the unpacked "
+         f"folder [dataset]")]
+
+
+def test_a_cut_off_embeddings_archive_names_only_what_it_holds_whole(generated, tmp_path):
+    from kdbench_plugins.ucf51.embeddings import Embeddings
+
+    archive = tmp_path / "embeddings.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(generated / EMBEDDINGS, arcname=EMBEDDINGS)
+    blob = archive.read_bytes()
+    archive.write_bytes(blob[:len(blob) // 2])
+    store = Embeddings(archive, "embeddings.tar.gz")
+    assert store.error.startswith("cannot read the archive after ") and "\n" not in store.error
+    assert 0 < len(store.where) < 102 and all(store.load(k).shape == (512,) for k in store.keys)
 
 
 # --------------------------------------------------------------------------- split lists

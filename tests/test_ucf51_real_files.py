@@ -30,11 +30,14 @@ def release_groups() -> list[tuple[str, int]]:
 def test_the_release_checks_as_51_classes_4893_train_1944_test_with_videos_missing(tmp_path, cli, workdir):
     checked = cli("data", "check", "ucf51", "--root", str(tmp_path), "--set", f"embeddings={RELEASE}")
     assert checked.code == 1 and "Traceback" not in checked.out + checked.err
-    table = [line for line in checked.out.splitlines() if line.startswith(("  split", "  train", "  test"))]
-    header, train, test = table
-    assert header.split()[1:-1] == list(UCF51_CLASSES)
-    assert train.split()[0] == "train" and int(train.split()[-1]) == 4893
-    assert test.split()[0] == "test" and int(test.split()[-1]) == 1944
+    lines = checked.out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  class "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("  total "))
+    assert lines[start].split()[1:] == ["train", "test", "(found", "items)"]   # 51 classes: one row per class
+    rows = [line.split() for line in lines[start + 1:end]]
+    assert [r[0] for r in rows] == list(UCF51_CLASSES)
+    assert lines[end].split() == ["total", "4893", "1944"]
+    assert sum(int(r[1]) for r in rows) == 4893 and sum(int(r[2]) for r in rows) == 1944
     assert "1 problem:" in checked.out
     assert (f"  {VIDEOS}/: 6837 of 6837 videos missing under {VIDEOS}/, which does not exist (e.g. "
             f"{VIDEOS}/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi) [6837 items]") in checked.out

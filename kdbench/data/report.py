@@ -59,14 +59,8 @@ class DataReport:
 
     def render(self) -> str:
         lines = [f"dataset {self.dataset!r} at {self.root}"]
-        names = list(self.class_names)
         if self.counts:
-            width = max(6, *(len(n) for n in names))
-            lines.append("  " + "split".ljust(8) + "".join(n.rjust(width + 1) for n in names) + "total".rjust(9)
-                         + ("" if self.counts_are == "usable" else f"   ({self.counts_are} items)"))
-            for split, per_class in self.counts.items():
-                row = "".join(str(per_class.get(n, 0)).rjust(width + 1) for n in names)
-                lines.append("  " + split.ljust(8) + row + str(sum(per_class.values())).rjust(9))
+            lines += self._table()
         for what, n in self.dropped.items():
             lines.append(f"  dropped by design: {n} {what}")
         lines += [f"  note: {note}" for note in self.notes]
@@ -83,6 +77,24 @@ class DataReport:
         else:
             lines.append("no problems: usable")
         return "\n".join(lines)
+
+    def _table(self) -> list[str]:
+        """Counts per split and class: splits as rows, or, for many classes, classes as rows (stays readable)."""
+        splits, names = list(self.counts), list(self.class_names)
+        what = "" if self.counts_are == "usable" else f"   ({self.counts_are} items)"
+        totals = {s: sum(self.counts[s].values()) for s in splits}
+        if len(names) <= 8:
+            width = max(6, *(len(n) for n in names))
+            out = ["  " + "split".ljust(8) + "".join(n.rjust(width + 1) for n in names) + "total".rjust(9) + what]
+            for s in splits:
+                out.append("  " + s.ljust(8) + "".join(str(self.counts[s].get(n, 0)).rjust(width + 1) for n in names)
+                           + str(totals[s]).rjust(9))
+            return out
+        width = max(5, *(len(n) for n in names))
+        out = ["  " + "class".ljust(width) + "".join(s.rjust(8) for s in splits) + what]
+        out += ["  " + n.ljust(width) + "".join(str(self.counts[s].get(n, 0)).rjust(8) for s in splits) for n in names]
+        out.append("  " + "total".ljust(width) + "".join(str(totals[s]).rjust(8) for s in splits))
+        return out
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -33,6 +33,9 @@ from .psg import open_raw, read_epoch
 LOADER_VERSION = 1
 #: a problem kind seen more often than this is reported as one line naming the first file and the count.
 AGGREGATE_OVER = 3
+#: appended to a problem whose night has no known epochs (its one placeholder key ``<night>/*`` stands for all)
+WHOLE_NIGHT = "; --skip-bad leaves out the whole night"
+WHOLE_NIGHTS = "; --skip-bad leaves out those whole nights"
 
 
 class SleepOptions(BaseModel):
@@ -114,18 +117,24 @@ class Problems:
             # the problem stays skippable (--skip-bad then simply proceeds without that night).
             return known or (f"{p.night}/*",)
 
+        def placeholder(p: _Pending) -> bool:
+            return p.night is not None and items(p) == (f"{p.night}/*",)
+
         by_kind: dict[str, list[_Pending]] = {}
         for p in self.pending:
             by_kind.setdefault(p.kind, []).append(p)
         out = []
         for group in by_kind.values():
             if len(group) <= AGGREGATE_OVER:
-                out += [Problem(p.file, p.message, items(p)) for p in group]
+                # the report counts a placeholder as "[1 item]": the message says what it stands for
+                out += [Problem(p.file, p.message + (WHOLE_NIGHT if placeholder(p) else ""), items(p)) for p in group]
                 continue
             first, others = group[0], [p.file for p in group[1:]]
             merged = tuple(dict.fromkeys(k for p in group for k in items(p)))
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
             message = f"{first.message}; {len(others)} more files have this kind of problem ({shown})"
+            if any(placeholder(p) for p in group):
+                message += WHOLE_NIGHTS
             out.append(Problem(first.file, message, merged if all(items(p) for p in group) else ()))
         return out
 
@@ -164,6 +173,23 @@ def compare_lengths(problems: Problems, dropped: Counter, night: Night, hyp: Hyp
         if len(missing):
             problems.add("length", file, f"hypnogram is {n_rec - n_hyp} epochs shorter than the recording "
                          f"({n_hyp} vs {n_rec}); {len(missing)} epochs have no stage", items=night.keys(missing))
+
+
+def report_truncation(problems: Problems, notes: list[str], night: Night, header, file: str) -> None:
+    """A PSG cut short: the night's items past the end of what the file holds are bad, the rest stay usable.
+
+    Call after ``compare_lengths`` with ``header.as_promised()``, so the hypnogram is compared with the
+    recording the header describes and the lost epochs are blamed on the PSG, not on the hypnogram.
+    """
+    if not header.truncation:
+        return
+    lost = night.epochs[night.epochs >= header.epochs]
+    if not len(lost):
+        notes.append(f"{file}: {header.truncation}; no epoch used is past its end")
+        return
+    where = "all" if len(lost) == len(night.epochs) else f"{len(lost)} of"
+    problems.add("truncated-psg", file, f"{header.truncation}; {where} {len(night.epochs)} scored epochs lie past "
+                 f"its end", items=night.keys(lost))
 
 
 class EEGReader:

@@ -83,7 +83,7 @@ def read_edf_hypnogram(path: Path, shift: float = 0.0) -> Hypnogram:
     try:
         annotations = mne.read_annotations(str(path))
     except Exception as error:  # noqa: BLE001 - any reader failure is reported, not raised
-        return Hypnogram(np.zeros(0, np.int8), error=f"cannot read EDF+ annotations ({_first_line(error)})")
+        return Hypnogram(np.zeros(0, np.int8), error=f"not a readable EDF+ file ({_first_line(error)})")
     spans = []
     for onset, duration, text in zip(annotations.onset, annotations.duration, annotations.description):
         code, stage4 = stage_code(text)
@@ -96,7 +96,7 @@ def read_edf_hypnogram(path: Path, shift: float = 0.0) -> Hypnogram:
                              f"{float(duration):.1f} s) is off the 30-s epoch grid of the PSG")
         spans.append((int(round(start)), int(round(count)), code, stage4))
     if not spans:
-        return Hypnogram(np.zeros(0, np.int8), error="no sleep-stage annotations (expected 'Sleep stage W/1/2/3/4/R/?')")
+        return Hypnogram(np.zeros(0, np.int8), error=_why_no_stages(path, len(annotations)))
     if min(s for s, *_ in spans) < 0:
         return Hypnogram(np.zeros(0, np.int8), error="stage annotations start before the PSG")
     codes = np.full(max(s + n for s, n, *_ in spans), GAP, np.int8)
@@ -105,6 +105,23 @@ def read_edf_hypnogram(path: Path, shift: float = 0.0) -> Hypnogram:
         codes[start:start + count] = code
         four[start:start + count] = stage4
     return Hypnogram(codes, stage4=int(four.sum()))
+
+
+def _why_no_stages(path: Path, annotations: int) -> str:
+    """Why an EDF+ file gave no stage annotations. ``mne.read_annotations`` returns none, without an error,
+    for a file that is not EDF at all (text, a cut-off header) and for an EDF without an annotation signal
+    (a PSG), so the file is opened as EDF (header only) to tell those from a hypnogram without stages."""
+    import mne
+
+    try:
+        raw = mne.io.read_raw_edf(str(path), preload=False, verbose="error")
+    except Exception as error:  # noqa: BLE001 - reported, not raised
+        return f"not a readable EDF+ file ({_first_line(error)})"
+    if raw.ch_names and not annotations:
+        shown = ", ".join(raw.ch_names[:4]) + (", ..." if len(raw.ch_names) > 4 else "")
+        return (f"not a hypnogram: an EDF with {len(raw.ch_names)} signal channel(s) ({shown}) and no annotations "
+                f"(is it a PSG?)")
+    return "no sleep-stage annotations (expected 'Sleep stage W/1/2/3/4/R/?')"
 
 
 def read_csv_hypnogram(path: Path) -> Hypnogram:

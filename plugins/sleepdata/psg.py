@@ -1,6 +1,9 @@
 """PSG recordings: the header facts an index needs, the EEG channel, and one 30-s epoch at the teacher's rate.
 
-Headers are read with ``mne.io.read_raw_edf(preload=False)``, which reads no samples. An epoch is read with
+Headers are read with ``mne.io.read_raw_edf(preload=False)``, which reads no samples. When the file is
+shorter than its header's count of data records, MNE warns and reads what the file holds; that warning is
+caught, and ``edfio`` (which reads the header the same way, again without samples) says how many records
+the header promised and how many the file holds, so the index can report the PSG as truncated. An epoch is read with
 ``get_data(start, stop)`` and resampled by polyphase filtering (``scipy.signal.resample_poly``). So that an
 epoch cut out on its own equals the same stretch of the whole channel resampled at once -- no filter edge at
 every epoch boundary -- it is resampled with a margin of real signal on both sides, chosen so that the
@@ -10,7 +13,9 @@ margin's start lies on the output sample grid, and the margin is cut off afterwa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+import warnings
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,6 +30,10 @@ class PsgHeader:
     n_times: int
     channels: tuple[str, ...]
     meas_date: object  # datetime or None
+    #: samples per channel the header's record count promises (= n_times unless the file was cut short)
+    promised_n_times: int = 0
+    #: "" or why the file holds less than its header promises ("the header promises N data records, ...")
+    truncation: str = ""
 
     @property
     def seconds(self) -> float:
@@ -35,24 +44,73 @@ class PsgHeader:
         """Whole 30-s epochs in the recording (a partial last one is not a sample)."""
         return int(math.floor(self.seconds / EPOCH + 1e-9))
 
+    def as_promised(self) -> PsgHeader:
+        """The recording as its header describes it (what a hypnogram's length is compared with)."""
+        return replace(self, n_times=max(self.n_times, self.promised_n_times), truncation="")
 
-def open_raw(path: Path):
+
+#: the start of the warning MNE (1.6-1.13) gives when the file holds fewer or more data records than its header states
+_MNE_RECORDS = "number of records from the header does not match the file size"
+#: edfio's warning in the same case, with both counts
+_EDFIO_RECORDS = re.compile(r"header indicates (-?\d+) data\s+records, but file contains (\d+) records")
+
+
+def open_raw(path: Path, verbose: str = "error"):
     import mne
 
-    return mne.io.read_raw_edf(str(path), preload=False, verbose="error")
+    return mne.io.read_raw_edf(str(path), preload=False, verbose=verbose)
+
+
+def record_counts(path: Path) -> tuple[int, int] | None:
+    """(data records the header states, whole data records the file holds), as edfio reports them when the
+    two differ; None when they agree or edfio cannot tell."""
+    import edfio
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            edfio.read_edf(path, lazy_load_data=True)
+        except Exception:  # noqa: BLE001 - MNE read the file; edfio only adds the counts
+            return None
+    for warning in caught:
+        found = _EDFIO_RECORDS.search(str(warning.message))
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    return None
 
 
 def read_header(path: Path) -> tuple[PsgHeader | None, str]:
-    """(header, "") or (None, why the file cannot be used)."""
+    """(header, "") or (None, why the file cannot be used).
+
+    A file cut short (fewer data records than its header states) still gives a header: ``n_times`` is what
+    the file holds, ``promised_n_times`` what the header promised, and ``truncation`` says so; the epochs it
+    still holds are usable. With no whole record left, it cannot be used at all.
+    """
     try:
         if path.stat().st_size == 0:
             return None, "empty file (0 bytes)"
-        raw = open_raw(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            raw = open_raw(path, verbose="warning")
     except Exception as error:  # noqa: BLE001 - reported as a problem with the file
         return None, f"not a readable EDF ({_first_line(error)})"
-    if raw.n_times == 0:
-        return None, "EDF holds no samples"
-    return PsgHeader(float(raw.info["sfreq"]), int(raw.n_times), tuple(raw.ch_names), raw.info["meas_date"]), ""
+    if not raw.ch_names:
+        return None, "no signal channels, only EDF+ annotations (is it a hypnogram?)"
+    n_times, promised, truncation = int(raw.n_times), int(raw.n_times), ""
+    if any(str(w.message).lower().startswith(_MNE_RECORDS) for w in caught):
+        counts = record_counts(path)
+        if counts is not None and counts[0] > counts[1]:
+            stated, held = counts
+            sfreq = float(raw.info["sfreq"])
+            promised = n_times * stated // held if held else n_times
+            truncation = (f"truncated: the header promises {stated} data records, the file holds {held} "
+                          f"({n_times / sfreq:.0f} of {promised / sfreq:.0f} s)" if held else
+                          f"truncated: the header promises {stated} data records, the file holds none")
+    if n_times == 0:
+        return None, truncation or "EDF holds no samples"
+    header = PsgHeader(float(raw.info["sfreq"]), n_times, tuple(raw.ch_names), raw.info["meas_date"],
+                       promised, truncation)
+    return header, ""
 
 
 def _normal(name: str) -> str:

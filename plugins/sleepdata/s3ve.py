@@ -14,6 +14,7 @@ before the PSG). Epoch k is PSG seconds [30k, 30k + 30); its clip is video secon
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from pathlib import Path
 from typing import ClassVar
@@ -33,6 +34,7 @@ from .common import (
     compare_lengths,
     context_params,
     dropped_counts,
+    report_truncation,
     teacher_shape,
 )
 from .hypnogram import CLASS_NAMES, EPOCH, Hypnogram, _first_line, read_hypnogram
@@ -121,8 +123,7 @@ class S3VE(SleepDataset):
         listed = {r["subject"] for r in rows}
         for name in folders:
             if name not in listed:
-                self._problems.add("unlisted", name, f"folder not listed in {TABLE}: its night is left out "
-                                   f"(add a row for it)", night=name)
+                self._problems.add("unlisted", name, f"folder not listed in {TABLE} (add a row for it)", night=name)
         present = set(folders)
         for row in rows:
             if row["subject"] not in present:
@@ -139,7 +140,11 @@ class S3VE(SleepDataset):
     def _read_table(self, table: Path) -> list[dict] | None:
         try:
             with open(table, newline="", encoding="utf-8-sig") as handle:
-                records = list(csv.DictReader(handle))
+                reader = csv.DictReader(handle)
+                records, lines = [], []
+                for record in reader:
+                    records.append(record)
+                    lines.append(reader.line_num)
         except (OSError, UnicodeDecodeError, csv.Error) as error:
             self._problems.add("table", TABLE, f"cannot read: {error}")
             return None
@@ -149,7 +154,7 @@ class S3VE(SleepDataset):
             return None
         rows, seen, no_offset = [], set(), 0
         self._split_column = any(r.get("split") for r in records)
-        for r in records:
+        for r, line in zip(records, lines):
             name = r["subject"]
             if not name:
                 continue
@@ -162,10 +167,15 @@ class S3VE(SleepDataset):
                 text = r.get(column, "")
                 if text:
                     try:
-                        row[column] = parse(text)
+                        value = parse(text)
                     except ValueError:
-                        self._problems.add("table-value", TABLE, f"subject {name!r}: {column} {text!r} is not a "
-                                           f"number", night=name)
+                        value = None
+                    if value is None or not math.isfinite(value):  # inf/nan parse, but place nothing in time
+                        what = "not a number" if value is None else "not a finite number"
+                        self._problems.add("table-value", TABLE, f"line {line}, subject {name!r}: {column} {text!r} "
+                                           f"is {what}", night=name)
+                    else:
+                        row[column] = value
             no_offset += not r.get("video_offset")
             if self._split_column:
                 value = SPLIT_NAMES.get(r.get("split", "").lower())
@@ -234,7 +244,8 @@ class S3VE(SleepDataset):
                     add("channel", rel(psg), f"no EEG channel {self.options.channel!r} (set dataset.channel to one of: "
                         f"{', '.join(header.channels)})", night=name)
         if hyp is not None and header is not None:
-            compare_lengths(self._problems, self.dropped, night, hyp, header, rel(hyp_path))
+            compare_lengths(self._problems, self.dropped, night, hyp, header.as_promised(), rel(hyp_path))
+            report_truncation(self._problems, self.notes, night, header, rel(psg))
             dropped_counts(hyp, self.dropped)
             self.stage4 += hyp.stage4
 
@@ -276,8 +287,10 @@ class S3VE(SleepDataset):
         for n, night in enumerate(tqdm(self.nights, desc="s3ve check", unit="night", disable=not progress)):
             if not night.usable or not len(night.epochs):
                 continue
+            held = night.epochs[night.epochs < self.reader.whole_epochs(n)]  # a truncated PSG's lost ones: reported
             try:
-                self.reader.eeg(n, int(night.epochs[-1]))
+                if len(held):
+                    self.reader.eeg(n, int(held[-1]))
             except Exception as error:  # noqa: BLE001
                 found.add("eeg-read", str(night.psg.relative_to(self.root)),
                           f"cannot read EEG samples ({_first_line(error)})", night.keys())

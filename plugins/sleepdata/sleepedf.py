@@ -27,6 +27,7 @@ from .common import (
     compare_lengths,
     context_params,
     dropped_counts,
+    report_truncation,
     teacher_shape,
 )
 from .hypnogram import CLASS_NAMES, EPOCH, _first_line, read_hypnogram
@@ -81,13 +82,18 @@ class SleepEDF(SleepDataset):
         if not any(root.glob("*-PSG.edf")) and (root / SUBFOLDER).is_dir():
             folder = root / SUBFOLDER
         psgs = {p.name[:6]: p for p in sorted(folder.glob("*-PSG.edf"))}
-        hyps: dict[str, Path] = {}
+        found: dict[str, list[Path]] = {}
         for p in sorted(folder.glob("*-Hypnogram.edf")):
-            if p.name[:6] in hyps:
-                self._problems.add("two-hypnograms", self._rel(p, root), f"second hypnogram for night {p.name[:6]} "
-                                   f"(also {hyps[p.name[:6]].name}); the first is used", night=p.name[:6])
-                continue
-            hyps[p.name[:6]] = p
+            found.setdefault(p.name[:6], []).append(p)
+        hyps = {name: paths[0] for name, paths in found.items()}
+        for name, paths in found.items():
+            if len(paths) > 1:
+                # Which scorer's is meant cannot be told from the files: the night is indexed with the first (so
+                # its items are known) and all its items are bad until one file is removed.
+                self.files += paths[1:]
+                listed = ", ".join(p.name for p in paths[:-1]) + f" and {paths[-1].name}"
+                self._problems.add("two-hypnograms", self._rel(paths[0], root), f"{len(paths)} hypnograms for one "
+                                   f"night: {listed}; remove {'one' if len(paths) == 2 else 'all but one'}", night=name)
         if not psgs and not hyps:
             self._problems.add("empty", str(root), f"no *-PSG.edf / *-Hypnogram.edf files here nor in {SUBFOLDER}/; "
                                f"point dataset.root at a copy of PhysioNet Sleep-EDF")
@@ -142,7 +148,9 @@ class SleepEDF(SleepDataset):
                     add("channel", self._rel(psg, root), f"no EEG channel {self.options.channel!r} (set "
                         f"dataset.channel to one of: {', '.join(header.channels)})", night=name)
         if hyp is not None and header is not None:
-            compare_lengths(self._problems, self.dropped, night, hyp, header, self._rel(hyp_path, root), window_end)
+            compare_lengths(self._problems, self.dropped, night, hyp, header.as_promised(), self._rel(hyp_path, root),
+                            window_end)
+            report_truncation(self._problems, self.notes, night, header, self._rel(psg, root))
         night.usable = hyp is not None and header is not None and night.channel is not None
         return night
 
@@ -165,9 +173,10 @@ class SleepEDF(SleepDataset):
 
         found = Problems()
         for n, night in enumerate(tqdm(self.nights, desc="sleepedf check", unit="night", disable=not progress)):
-            if night.usable and len(night.epochs):
+            held = night.epochs[night.epochs < self.reader.whole_epochs(n)] if night.usable else []
+            if len(held):  # a truncated PSG's lost epochs are reported already
                 try:
-                    self.reader.eeg(n, int(night.epochs[-1]))
+                    self.reader.eeg(n, int(held[-1]))
                 except Exception as error:  # noqa: BLE001
                     found.add("eeg-read", self._rel(night.psg, self.root),
                               f"cannot read EEG samples ({_first_line(error)})", night.keys())

@@ -3,9 +3,11 @@
 SACD (section V-A) splits its subjects per apnea-severity group (AHI < 5, 5-15, 15-30, > 30): 80 % of each
 group for training -- a fifth of those for validation -- and 20 % for testing. Rounding each group on its
 own would leave a small dataset with no test subject at all (20 % of a group of two rounds to zero), so the
-totals are fixed first (20 % of all subjects for test, 20 % of the remaining ones for validation, at least one
-each when there are enough subjects) and shared out over the groups by largest remainder, ties broken by
-the seed. Which subjects of a group go where is a seeded shuffle of their sorted names.
+totals are fixed first (20 % of all subjects for test, 20 % of the remaining ones for validation; at least one
+test subject when there are 2 or more, and at least one validation subject when 2 or more remain after the
+test draw, so that 3 subjects give 1/1/1 and training always keeps one) and shared out over the groups by
+largest remainder, ties broken by the seed. Which subjects of a group go where is a seeded shuffle of their
+sorted names.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def assign(groups: dict[str, str], seed: int, test_fraction: float = 0.2, val_fr
     tests = _share(_target(n, test_fraction, 2), [len(members[g]) for g in keys], rng)
     rest = {g: members[g][t:] for g, t in zip(keys, tests)}
     pool = sum(len(r) for r in rest.values())
-    vals = _share(_target(pool, val_fraction, 3), [len(rest[g]) for g in keys], rng)
+    vals = _share(_target(pool, val_fraction, 2), [len(rest[g]) for g in keys], rng)
     out: dict[str, str] = {}
     for g, t, v in zip(keys, tests, vals):
         for i, name in enumerate(members[g]):

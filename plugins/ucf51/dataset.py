@@ -185,7 +185,8 @@ class UCF51(Dataset):
                 counts[s][k.split("/", 1)[0]] += 1
         notes.insert(0, self._class_note())
         notes.append(self._teacher_note())
-        return DataReport(self.name, str(self.root), self.class_names, counts, problems, dict(ix.dropped), notes)
+        return DataReport(self.name, str(self.root), self.class_names, counts, problems, dict(ix.dropped), notes,
+                          counts_are="usable" if shown is usable else "found")
 
     def _class_note(self) -> str:
         ix = self.index

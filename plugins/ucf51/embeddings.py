@@ -24,6 +24,11 @@ def _junk(parts: tuple[str, ...]) -> bool:
     return any(p.startswith("._") or p == "__MACOSX" for p in parts)
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def header_fault(stream, size: int) -> str | None:
     """Why a ``.npy`` file is not one float32 (512,) array, from its header and size; None if it is fine."""
     fmt = np.lib.format
@@ -79,22 +84,31 @@ class Embeddings:
         return key
 
     def _read_tar(self) -> None:
+        gz = self.path.name.lower().endswith((".tar.gz", ".tgz"))
         try:
-            with tarfile.open(self.path, mode="r:*") as tar:
+            # "r:*" would try every compression and, failing, raise one error per method on several lines
+            tar = tarfile.open(self.path, mode="r:gz" if gz else "r:*")  # noqa: SIM115 - closed by `with tar` below
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+            detail = _first_line(error) if gz else "not a tar file, gzipped or not"
+            self.error = (f"not a readable {'.tar.gz' if gz else 'tar archive'} ({detail}); re-download it or point "
+                          f"embeddings= at the unpacked folder")
+            return
+        try:
+            with tar:
                 for member in tar:
                     parts = PurePosixPath(member.name).parts
                     if not member.isfile() or not member.name.endswith(".npy") or _junk(parts):
                         continue
+                    blob = tar.extractfile(member).read()  # first: a member cut off by the archive's end is not known
                     key = self._add(parts, f"{self.display}:{member.name}")
                     if key is None:
                         continue
-                    blob = tar.extractfile(member).read()
                     self._blobs[key] = blob
                     fault = header_fault(io.BytesIO(blob), len(blob))
                     if fault:
                         self.faults[key] = fault
         except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-            self.error = f"cannot read the archive after {len(self.where)} embeddings: {error}"
+            self.error = f"cannot read the archive after {len(self.where)} embeddings: {_first_line(error)}"
 
     def _read_folder(self) -> None:
         try:

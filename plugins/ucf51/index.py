@@ -198,6 +198,8 @@ def _missing(index: Index, lists, with_embedding: set[str], teacher_input: str) 
                                         f"{where}", with_detail=False))
     if teacher_input != "embedding" or store is None:
         return
+    if store.error and not store.where:  # an unreadable archive: its one [dataset] problem says it all
+        return
     sep = ":" if store.is_tar else "/"
     no_embedding = [(k, f"{store.display}{sep}{k}.npy", "embedding missing") for k in index.assign
                     if k not in with_embedding and k not in skip]
