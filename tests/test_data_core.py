@@ -188,3 +188,22 @@ def test_a_cache_of_other_items_is_refused(cache):
     prepare(ToySplit(6, key))
     with pytest.raises(KdbenchError, match=r"holds 6 items that are not this split's 5"):
         ToySplit(5, key)[0]
+
+
+def test_parallel_decoding_writes_the_same_cache(cache):
+    one = prepare(ToySplit(9, split_key("toy", "one", "train")))
+    two = prepare(ToySplit(9, split_key("toy", "two", "train")), workers=2)
+    for name in ("student", "teacher"):
+        np.testing.assert_array_equal(np.load(one / f"{name}.npy"), np.load(two / f"{name}.npy"))
+
+
+def test_an_error_in_a_decoding_worker_is_one_line_and_resumable(cache):
+    key = split_key("toy", "abc", "train")
+    with pytest.raises(KdbenchError, match=r"item 'item5' from toy/5.bin: disk on fire"):
+        prepare(ToySplit(9, key, fail_at=5), workers=2, flush_every=0.0)
+    done = np.load(cache / "clips" / f"{key}.partial" / "done.npy")
+    k = int(done.sum())                      # results arrive in order, a chunk at a time: a prefix is in
+    assert 1 <= k <= 5 and done[:k].all()
+    again = ToySplit(9, key)
+    prepare(again)
+    assert sorted(again.decoded) == sorted({0, *range(k, 9)})

@@ -159,9 +159,36 @@ def split_key(dataset_name: str, fingerprint: str, split: str) -> str:
     return f"{dataset_name}-{split}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
 
 
+_worker_split: ClipSplit | None = None
+
+
+def _remember(split: ClipSplit) -> None:
+    global _worker_split
+    _worker_split = split
+
+
+def _decode_in_worker(i: int) -> dict[str, np.ndarray]:
+    assert _worker_split is not None
+    return _worker_split._decode_checked(i, FIELDS)
+
+
+def _decoders(split: ClipSplit, workers: int):
+    """Processes that decode items in parallel (decoding video is CPU-bound); only this process writes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_remember,
+                               initargs=(split,))
+
+
 def prepare(split: ClipSplit, *, progress: bool = False, echo: Callable[[str], None] = print,
-            flush_every: float = 5.0) -> Path:
-    """Decode every item of ``split`` into its cache (resuming a partial one); returns the cache folder."""
+            flush_every: float = 5.0, workers: int = 1) -> Path:
+    """Decode every item of ``split`` into its cache (resuming a partial one); returns the cache folder.
+
+    ``workers`` > 1 decodes in that many processes, in order; this process alone writes the arrays and the
+    ``done`` mask, so an interruption leaves the same resumable state as with one process.
+    """
     from tqdm import tqdm
 
     final = split.cache_path
@@ -194,9 +221,12 @@ def prepare(split: ClipSplit, *, progress: bool = False, echo: Callable[[str], N
         done.flush()  # after the data it vouches for
 
     last = time.monotonic()
+    pool = _decoders(split, workers) if workers > 1 and len(todo) > 1 else None
     try:
-        for i in tqdm(todo, desc=split.key, unit="item", disable=not progress, leave=False):
-            item = first if i == 0 else split._decode_checked(int(i), FIELDS)
+        decoded = pool.map(_decode_in_worker, todo.tolist(), chunksize=4) if pool else \
+            (first if i == 0 else split._decode_checked(int(i), FIELDS) for i in todo)
+        for i, item in tqdm(zip(todo, decoded), total=len(todo), desc=split.key, unit="item", disable=not progress,
+                            leave=False):
             for name, array in arrays.items():
                 if item[name].shape != array.shape[1:]:
                     raise KdbenchError(f"item {split.keys[i]!r} ({split.source(int(i))}) decodes to {name} of shape "
@@ -207,6 +237,8 @@ def prepare(split: ClipSplit, *, progress: bool = False, echo: Callable[[str], N
                 flush()
                 last = time.monotonic()
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         flush()
     arrays.clear()  # drop the memory maps before the folder is renamed
     done = None

@@ -135,7 +135,9 @@ def check_cmd(name, root, seed, sets) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="the run seed (seeded splits depend on it)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="one dataset option (repeatable)")
 @click.option("--skip-bad", is_flag=True, help="leave out the items the check reports bad")
-def prepare_cmd(name, root, seed, sets, skip_bad) -> None:
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="processes decoding in parallel (decoding video is CPU-bound)")
+def prepare_cmd(name, root, seed, sets, skip_bad, workers) -> None:
     """Decode dataset NAME once into the clip cache that training then reads (resumable)."""
     from .clips import ClipSplit, prepare
     from .guard import require_usable
@@ -151,6 +153,6 @@ def prepare_cmd(name, root, seed, sets, skip_bad) -> None:
         if len(split) == 0:
             click.echo(f"{split_name}: no items, nothing to prepare")
             continue
-        path = prepare(split, progress=_progress(), echo=echo)
+        path = prepare(split, progress=_progress(), echo=echo, workers=workers)
         size = sum(f.stat().st_size for f in path.iterdir())
         click.echo(f"{split_name}: {len(split)} items, {size / 2**20:.1f} MiB in {path}")
