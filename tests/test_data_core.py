@@ -44,7 +44,7 @@ def test_report_renders_counts_problems_and_round_trips():
                         dropped={"movement epochs": 2})
     text = report.render()
     assert "train" in text and "   3" in text and "dropped by design: 2 movement epochs" in text
-    assert "x/1.avi: truncated: 3 of 9 frames [1 item]" in text and "--skip-bad would leave out 1 items" in text
+    assert "x/1.avi: truncated: 3 of 9 frames [1 item]" in text and "--skip-bad would leave out 1 item and use the rest" in text
     assert not report.usable and report.skippable
     assert DataReport.from_json(report.to_json()) == report
     report.problems.append(Problem("split.txt", "missing"))

@@ -71,7 +71,8 @@ class DataReport:
             if self.skippable and usable == 0:
                 lines.append("  --skip-bad would leave nothing to train on: fix the problems")
             elif self.skippable:
-                lines.append(f"  --skip-bad would leave out {len(self.bad_items())} items and use the rest")
+                n = len(self.bad_items())
+                lines.append(f"  --skip-bad would leave out {n} item{'s' * (n != 1)} and use the rest")
             else:
                 lines.append("  problems marked [dataset] cannot be skipped: fix them first")
         else:
