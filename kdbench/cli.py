@@ -91,6 +91,18 @@ def _run_layers(config_file, sets, flags) -> list[dict]:
     return layers
 
 
+#: above this many classes the per-class accuracies stay in MLflow instead of the terminal
+MAX_CLASS_ROWS = 10
+
+
+def _shown(scores: dict) -> dict:
+    per_class = [k for k in scores if k.startswith("acc_")]
+    if len(per_class) <= MAX_CLASS_ROWS:
+        return scores
+    click.echo(f"(per-class accuracies of the {len(per_class)} classes: in the MLflow run)")
+    return {k: v for k, v in scores.items() if k not in per_class}
+
+
 @cli.command("run")
 @click.option("--distiller", help="distillation method (`kdbench list distillers`)")
 @click.option("--dataset", help="dataset (`kdbench list datasets`)")
@@ -131,7 +143,7 @@ def run_cmd(distiller, dataset, teacher, student, teacher_checkpoint, data_root,
     progress = not no_progress and sys.stderr.isatty()
     result = run(config, plugins(), resume=resume, progress=progress, echo=lambda m: click.echo(m, err=True))
     student_scores, teacher_scores = result.scores.as_dict(), result.teacher_scores.as_dict()
-    rows = [(k, f"{v:.4f}", f"{teacher_scores[k]:.4f}") for k, v in student_scores.items()]
+    rows = [(k, f"{v:.4f}", f"{teacher_scores[k]:.4f}") for k, v in _shown(student_scores).items()]
     click.echo(_table(rows, ("metric", f"student ({config.distiller.name})", f"teacher ({config.teacher.name})")))
     click.echo(f"\nMLflow run {result.run_id} (config {result.config_hash}) in experiment "
                f"{config.tracking.experiment!r}")
@@ -169,7 +181,7 @@ def teacher_train_cmd(teacher, dataset, data_root, skip_bad, config_file, sets, 
     progress = not no_progress and sys.stderr.isatty()
     scores, run_id, path = train_standalone(config, plugins(), progress=progress,
                                             echo=lambda m: click.echo(m, err=True))
-    rows = [(k, f"{v:.4f}") for k, v in scores.items()]
+    rows = [(k, f"{v:.4f}") for k, v in _shown(scores).items()]
     click.echo(_table(rows, ("metric", f"teacher ({config.teacher.name})")))
     click.echo(f"\nweights: {path}\nMLflow run {run_id}; use it with --teacher-checkpoint runs:/{run_id} "
                f"(runs with the same teacher, dataset and seed find it in the cache by themselves)")
