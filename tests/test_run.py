@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kdbench.engine.teacher import cache_dir
+from kdbench.paths import cache_dir
 from kdbench_plugins.distillers.kd import KD
 
 RUN = ("run", "--distiller", "kd", "--dataset", "synthetic", "--config", "tiny.toml", "--no-progress")

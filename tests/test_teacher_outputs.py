@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdbench.engine.teacher import cache_dir
+from kdbench.paths import cache_dir
 from kdbench.engine.teacher_outputs import TeacherOutputs
 from kdbench_plugins.synthetic.models import TinyEEGNet
 

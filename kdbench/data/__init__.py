@@ -4,8 +4,8 @@ The core knows no dataset by name; these are tools a dataset plugin uses so that
 problems, keys its caches and stores decoded clips the same way.
 """
 
-from .clips import ClipSplit, prepare, prepared_path
+from .clips import ClipSplit, prepare
 from .files import files_fingerprint, resolve_root
 from .report import DataReport, Problem
 
-__all__ = ["ClipSplit", "DataReport", "Problem", "files_fingerprint", "prepare", "prepared_path", "resolve_root"]
+__all__ = ["ClipSplit", "DataReport", "Problem", "files_fingerprint", "prepare", "resolve_root"]

@@ -148,11 +148,6 @@ class ClipSplit(torch.utils.data.Dataset):
                                f"run `kdbench data check` on this dataset") from None
 
 
-def prepared_path(split: ClipSplit) -> Path | None:
-    path = split.cache_path
-    return path if (path / "meta.json").exists() else None
-
-
 def split_key(dataset_name: str, fingerprint: str, split: str) -> str:
     """The cache key of one split of a dataset whose content fingerprint is ``fingerprint``."""
     blob = json.dumps({"format": FORMAT, "dataset": dataset_name, "content": fingerprint, "split": split})
