@@ -46,8 +46,8 @@ def night_counts(rng: np.random.Generator) -> np.ndarray:
 
 
 def write_dataset(root: Path) -> dict:
-    from kdbench_plugins import _media
-    from kdbench_plugins.sleepdata import synth
+    from kdbench_plugins.shared import media as _media
+    from kdbench_plugins.datasets.sleep import synth
 
     rng = np.random.default_rng(2024)
     counts = night_counts(rng)
@@ -106,7 +106,7 @@ def hwm():
             return int(line.split()[1]) / 1024
 root, trace, deep = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
 t0 = time.perf_counter()
-from kdbench_plugins.sleepdata.s3ve import S3VE, S3VEOptions
+from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
 t_import = time.perf_counter() - t0
 rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 hwm_before = hwm()

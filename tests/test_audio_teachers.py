@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-import kdbench_plugins.audio as plugin
+import kdbench_plugins.teachers.audio as plugin
 from kdbench.contracts import DatasetInfo
 from kdbench.errors import KdbenchError
-from kdbench_plugins.audio import Cnn14Emb512Teacher, Cnn14Teacher
-from kdbench_plugins.audio.network import MIN_SAMPLES, frames, spec_augment
-from kdbench_plugins.audio.teachers import read_panns_file
+from kdbench_plugins.teachers.audio import Cnn14Emb512Teacher, Cnn14Teacher
+from kdbench_plugins.teachers.audio.network import MIN_SAMPLES, frames, spec_augment
+from kdbench_plugins.teachers.audio.cnn14 import read_panns_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoint_keys"
 CLASSES = ("a", "b", "c")
@@ -115,7 +115,7 @@ def test_hook_registers_both_teachers_and_import_stays_light():
     assert [c.name for c in registered] == ["cnn14", "cnn14-emb512"]
     assert all(c.__doc__.splitlines()[0].startswith("PANNs Cnn14") for c in registered)
     # torchlibrosa (librosa + numba, seconds) must wait until a teacher is built
-    code = "import sys, kdbench_plugins.audio; print('torchlibrosa' in sys.modules, 'librosa' in sys.modules)"
+    code = "import sys, kdbench_plugins.teachers.audio; print('torchlibrosa' in sys.modules, 'librosa' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
 
@@ -329,7 +329,7 @@ def test_spec_augment_zeroes_bounded_stripes():
 
 
 def test_spec_augment_runs_only_while_training(frozen, wave, monkeypatch):
-    import kdbench_plugins.audio.network as network
+    import kdbench_plugins.teachers.audio.network as network
 
     calls = []
     monkeypatch.setattr(network, "spec_augment", lambda t: calls.append(tuple(t.shape)) or t)

@@ -33,7 +33,7 @@ def test_merge_is_deep_and_does_not_mutate():
 def test_precedence_defaults_dataset_file_set_flags():
     # RunConfig default batch_size 16; the synthetic dataset's run_defaults override it; then the layers
     cfg = resolve(layers(), plugins())
-    from kdbench_plugins.synthetic.data import SyntheticSleep
+    from kdbench_plugins.datasets.synthetic import SyntheticSleep
 
     assert cfg.batch_size == SyntheticSleep.run_defaults["batch_size"]
     assert cfg.teacher.name == SyntheticSleep.default_teacher and cfg.student.name == SyntheticSleep.default_student

@@ -6,13 +6,13 @@ from __future__ import annotations
 import copy
 import math
 
-import kdbench_plugins.sleep as plugin
+import kdbench_plugins.teachers.eeg as plugin
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from kdbench_plugins.sleep import MC2SleepNetTeacher
-from kdbench_plugins.sleep.mc2sleepnet import (
+from kdbench_plugins.teachers.eeg import MC2SleepNetTeacher
+from kdbench_plugins.teachers.eeg.mc2sleepnet import (
     LogSpectrogram,
     choose_masked,
     info_nce,

@@ -8,7 +8,7 @@ from kdbench.contracts import Dataset, DatasetInfo
 from kdbench.engine import run
 from kdbench.errors import KdbenchError
 from kdbench.plugins import load_plugins
-from kdbench_plugins.precomputed import Precomputed
+from kdbench_plugins.teachers.precomputed import Precomputed
 
 
 class StoredEmbeddings(Dataset):
@@ -77,7 +77,7 @@ def test_run_with_stored_embeddings(workdir, loaded):
 def test_a_raw_signal_is_refused_as_an_embedding():
     from kdbench.contracts import DatasetInfo
     from kdbench.errors import KdbenchError
-    from kdbench_plugins.precomputed import Precomputed, PrecomputedOptions
+    from kdbench_plugins.teachers.precomputed import Precomputed, PrecomputedOptions
 
     info = DatasetInfo(tuple("abc"), (320_000,), (3, 4, 8, 8))
     with pytest.raises(KdbenchError, match=r"320000 values per sample \(a raw signal\?\): use a model teacher"):

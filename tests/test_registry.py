@@ -78,7 +78,7 @@ def test_broken_plugins_are_reported_and_do_not_stop_others(extra_plugins):
     assert report["broken"].distribution == "broken-plugin"
     assert "DuplicateName" in report["clashing"].error and "'kd'" in report["clashing"].error
     # the built-ins still work, and the first registration of 'kd' wins
-    assert loaded["distillers"].get("kd").plugin == "kd"
+    assert loaded["distillers"].get("kd").plugin == "distillers.kd"
     assert "synthetic" in loaded["datasets"]
     assert {p.name for p in loaded.broken} == {"broken", "clashing"}
 
@@ -95,9 +95,9 @@ def test_block_env_skips_chosen_plugins(extra_plugins, monkeypatch):
 def test_builtins_come_through_entry_points():
     loaded = load_plugins()
     by_name = {p.name: p for p in loaded.report}
-    for name in ("synthetic", "baseline", "kd"):
+    for name in ("datasets.synthetic", "distillers.baseline", "distillers.kd"):
         assert by_name[name].distribution == "kdbench" and by_name[name].error is None
-    assert loaded["distillers"].get("kd").plugin == "kd"
+    assert loaded["distillers"].get("kd").plugin == "distillers.kd"
 
 
 def test_plugins_command_shows_errors(extra_plugins, cli, monkeypatch):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kdbench_plugins.sleepdata import synth
-from kdbench_plugins.sleepdata.common import SleepSplit
-from kdbench_plugins.sleepdata.s3ve import S3VE, S3VEOptions
+from kdbench_plugins.datasets.sleep import synth
+from kdbench_plugins.datasets.sleep.common import SleepSplit
+from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
 
 from kdbench.cli import main
 from kdbench.data import prepare

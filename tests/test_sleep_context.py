@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kdbench_plugins.sleepdata.s3ve import S3VE, S3VEOptions
-from kdbench_plugins.sleepdata.sleepedf import SleepEDF, SleepEDFOptions
+from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
+from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
 
 from kdbench.cli import main
 

@@ -9,12 +9,12 @@ import datetime as dt
 import numpy as np
 import pyedflib
 import pytest
-from kdbench_plugins import _media
-from kdbench_plugins.sleepdata import hypnogram as H
-from kdbench_plugins.sleepdata import synth
-from kdbench_plugins.sleepdata.s3ve import S3VE, S3VEOptions
-from kdbench_plugins.sleepdata.sleepedf import SleepEDF, SleepEDFOptions
-from kdbench_plugins.sleepdata.splits import ahi_group, assign
+from kdbench_plugins.shared import media as _media
+from kdbench_plugins.datasets.sleep import hypnogram as H
+from kdbench_plugins.datasets.sleep import synth
+from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
+from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
+from kdbench_plugins.datasets.sleep.splits import ahi_group, assign
 
 START = dt.datetime(1989, 4, 24, 16, 13)
 QUANTUM = (synth.UV_RANGE[1] - synth.UV_RANGE[0]) / 65535  # one step of a 16-bit EDF sample, microvolts
@@ -244,7 +244,7 @@ def test_hypnogram_that_is_not_a_readable_edf_plus_says_so(tmp_path):
 
 
 def test_psg_header_tells_truncation_and_annotation_files(tmp_path):
-    from kdbench_plugins.sleepdata.psg import read_header
+    from kdbench_plugins.datasets.sleep.psg import read_header
 
     synth.write_psg(tmp_path / "psg.edf", {"EEG Fpz-Cz": np.zeros(4 * 3000)}, 100, START, 30.0)   # 4 records of 30 s
     whole, _ = read_header(tmp_path / "psg.edf")

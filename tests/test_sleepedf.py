@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kdbench_plugins.sleepdata.sleepedf import SleepEDF, SleepEDFOptions
+from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
 
 from kdbench.cli import main
 

@@ -6,7 +6,7 @@ import torch
 
 from kdbench.paths import cache_dir
 from kdbench.engine.teacher_outputs import TeacherOutputs
-from kdbench_plugins.synthetic.models import TinyEEGNet
+from kdbench_plugins.teachers.tiny_eeg import TinyEEGNet
 
 TINY = ("--dataset", "synthetic", "--config", "tiny.toml", "--no-progress")
 

@@ -12,7 +12,7 @@ import pytest
 
 from kdbench.cli import main
 from kdbench.contracts import collate
-from kdbench_plugins.sleepdata.sleepedf import SleepEDF, SleepEDFOptions
+from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 

@@ -14,9 +14,9 @@ import pytest
 
 from kdbench.cli import main
 from kdbench.data.clips import FIELDS
-from kdbench_plugins import _media
-from kdbench_plugins.ucf51 import UCF51, UCF51Options, UCF51Split
-from kdbench_plugins.ucf51.layout import EMBEDDINGS, LISTS, UCF51_CLASSES, VIDEOS, group_of
+from kdbench_plugins.shared import media as _media
+from kdbench_plugins.datasets.ucf51 import UCF51, UCF51Options, UCF51Split
+from kdbench_plugins.datasets.ucf51.layout import EMBEDDINGS, LISTS, UCF51_CLASSES, VIDEOS, group_of
 
 TINY = ("--set", "frames=4", "--set", "height=32", "--set", "width=32")
 RUN_TINY = ("--set", "dataset.frames=4", "--set", "dataset.height=32", "--set", "dataset.width=32",
@@ -174,7 +174,7 @@ def test_an_unreadable_embeddings_archive_is_one_line(generated, tmp_path, conte
 
 
 def test_a_cut_off_embeddings_archive_names_only_what_it_holds_whole(generated, tmp_path):
-    from kdbench_plugins.ucf51.embeddings import Embeddings
+    from kdbench_plugins.datasets.ucf51.embeddings import Embeddings
 
     archive = tmp_path / "embeddings.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

@@ -20,10 +20,10 @@ import torch
 
 from kdbench.contracts import DatasetInfo
 from kdbench.errors import KdbenchError
-from kdbench_plugins.video import STUDENTS, HaraR2Plus1D18, HaraR3D18, R2Plus1D18, R3D18
-from kdbench_plugins.video.common import KINETICS_HARA, KINETICS_TORCHVISION
-from kdbench_plugins.video.hara import mid_width
-from kdbench_plugins.video.weights import load_pretrained
+from kdbench_plugins.students.video import STUDENTS, HaraR2Plus1D18, HaraR3D18, R2Plus1D18, R3D18
+from kdbench_plugins.students.video.common import KINETICS_HARA, KINETICS_TORCHVISION
+from kdbench_plugins.students.video.hara import mid_width
+from kdbench_plugins.students.video.weights import load_pretrained
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoint_keys"
 BY_NAME = {cls.name: cls for cls in STUDENTS}
@@ -94,7 +94,7 @@ def test_registered_and_torchvision_is_not_imported_at_module_level():
     students = load_plugins()["students"]
     for cls in STUDENTS:
         assert students.get(cls.name).cls is cls and students.get(cls.name).description
-    package = Path(__import__("kdbench_plugins.video").video.__file__).parent
+    package = Path(__import__("kdbench_plugins.students.video").video.__file__).parent
     for source in package.glob("*.py"):  # `kdbench list` must not pay for importing torchvision
         top = [n for n in ast.parse(source.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
         names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbench_plugins.distillers._contrast import ContrastMemory, softmax_contrast
+from kdbench_plugins.distillers.contrast import ContrastMemory, softmax_contrast
 from kdbench_plugins.distillers.cmc import CMC
 
 from .conftest import assert_gradients_flow, golden, make_pair, one_step, state_dict_round_trip

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.errors import KdbenchError
-from kdbench_plugins.distillers import _contrast
-from kdbench_plugins.distillers._contrast import ContrastMemory, NCECritic
+from kdbench_plugins.distillers import contrast
+from kdbench_plugins.distillers.contrast import ContrastMemory, NCECritic
 from kdbench_plugins.distillers.crd import CRD
 
 from .conftest import assert_gradients_flow, golden, make_pair, one_step, state_dict_round_trip

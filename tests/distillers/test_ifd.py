@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdbench.contracts import DistillContext, FeatureSpec, ModelOutput
-from kdbench_plugins.distillers._kernels import conditional, cosine_affinity, jeffreys_divergence, student_t_affinity
+from kdbench_plugins.distillers.kernels import conditional, cosine_affinity, jeffreys_divergence, student_t_affinity
 from kdbench_plugins.distillers.ifd import IFD, layer_divergence, pair_stages
 
 from .conftest import assert_gradients_flow, golden, make_pair, one_step

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbench_plugins.distillers._kernels import conditional, cosine_affinity
+from kdbench_plugins.distillers.kernels import conditional, cosine_affinity
 from kdbench_plugins.distillers.pkt import PKT
 
 from .conftest import assert_gradients_flow, golden, make_pair, one_step

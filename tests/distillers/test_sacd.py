@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.contracts import Batch, ModelOutput
-from kdbench_plugins.distillers._sacd_graph import graph_margin_loss
-from kdbench_plugins.distillers._sacd_memory import MemoryBank, hardest_negatives, hinge
+from kdbench_plugins.distillers.sacd_graph import graph_margin_loss
+from kdbench_plugins.distillers.sacd_memory import MemoryBank, hardest_negatives, hinge
 from kdbench_plugins.distillers.sacd import SACD, jensen_shannon
 
 from .conftest import assert_gradients_flow, golden, make_pair, one_step

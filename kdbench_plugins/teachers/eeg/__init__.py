@@ -8,7 +8,7 @@ from kdbench.hookspecs import hookimpl
 
 from .mc2sleepnet import MC2SleepNetTeacher
 from .sen import GradientReversal, SENTeacher
-from .teachers import AttnSleepTeacher, DeepSleepNetTeacher
+from .attnsleep_deepsleepnet import AttnSleepTeacher, DeepSleepNetTeacher
 
 __all__ = ["AttnSleepTeacher", "DeepSleepNetTeacher", "GradientReversal", "MC2SleepNetTeacher", "SENTeacher"]
 

@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdbench.contracts import Dataset, DatasetInfo
+from kdbench.hookspecs import hookimpl
 
 CLASS_NAMES = ("W", "N1", "N2", "N3", "REM")
 #: epochs per stage in S³VE; the label draw keeps these proportions in every split.
@@ -348,3 +349,8 @@ class SyntheticSleep(Dataset):
                            "options": self.options.model_dump(mode="json"), "seed": self.seed},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@hookimpl
+def register_datasets(register):
+    register(SyntheticSleep)

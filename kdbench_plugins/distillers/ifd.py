@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
 
-from ._kernels import conditional, cosine_affinity, jeffreys_divergence, student_t_affinity
+from .kernels import conditional, cosine_affinity, jeffreys_divergence, student_t_affinity
 
 
 class IFDOptions(BaseModel):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
 
-from ._common import LATENT, LinearHead, Taps, braindecode_models, epoch_length, pooled
+from .common import LATENT, LinearHead, Taps, braindecode_models, epoch_length, pooled
 
 # --------------------------------------------------------------------------- AttnSleep
 

@@ -25,7 +25,7 @@ from pydantic import Field
 from kdbench.contracts import DatasetInfo
 from kdbench.data import resolve_root
 
-from .. import _media
+from ...shared import media
 from .common import (
     EEGReader,
     Night,
@@ -60,7 +60,7 @@ class Reader(EEGReader):
 
     def frames(self, n: int, epoch: int) -> np.ndarray:
         night, o = self.nights[n], self.options
-        clip = _media.read_frames(night.video, epoch * EPOCH - night.offset, EPOCH, o.frames, o.height, o.width)
+        clip = media.read_frames(night.video, epoch * EPOCH - night.offset, EPOCH, o.frames, o.height, o.width)
         return clip[None]
 
     def decode(self, n: int, epoch: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -262,7 +262,7 @@ class S3VE(SleepDataset):
 
     def _check_coverage(self, night: Night, video: Path, file: str) -> None:
         try:
-            info = _media.probe(video)
+            info = media.probe(video)
         except Exception as error:  # noqa: BLE001
             self._problems.add("bad-video", file, f"not a readable video ({_first_line(error)})", night=night.name)
             return
@@ -300,7 +300,7 @@ class S3VE(SleepDataset):
             if not expected:
                 uncounted += 1
                 continue
-            packets = _media.count_packets(night.video)
+            packets = media.count_packets(night.video)
             if packets < expected - 1:
                 end = packets / night.video_fps
                 after = night.epochs[night.epochs * EPOCH + EPOCH - night.offset > end]

@@ -16,7 +16,7 @@ Implemented (paper Sec. 3.1, numbering of the ICLR/arXiv-v2 text as RepDistiller
   student anchor vs teacher bank and teacher anchor vs student bank; the total is
   γ·CE + α·KD + β·(L_s + L_t) with RepDistiller's γ = 1, α = 0, β = 0.8.
 
-The machinery shared with ``cmc`` (banks, sampler, Z) is in :mod:`._contrast`. Needs ``batch.index`` (bank
+The machinery shared with ``cmc`` (banks, sampler, Z) is in :mod:`.contrast`. Needs ``batch.index`` (bank
 rows) and, for ``negatives="other-classes"``, ``batch.label``.
 """
 
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
 
-from ._contrast import ContrastMemory, Embed, NCECritic
+from .contrast import ContrastMemory, Embed, NCECritic
 
 
 class CRDOptions(BaseModel):

@@ -2,13 +2,13 @@
 
 Stages follow a semi-Markov chain over the R&K stages (W, 1, 2, 3, 4, R: bouts of a few epochs, then a
 plausible next stage), with a few "Movement time" and "Sleep stage ?" epochs. Each epoch's EEG comes from
-``kdbench_plugins.synthetic.data.make_eeg`` and each 30 s of infrared video from ``make_video``, both driven
+``kdbench_plugins.datasets.synthetic.make_eeg`` and each 30 s of infrared video from ``make_video``, both driven
 by the epoch's AASM class, so a teacher on the EEG learns the stages easily and a student on the video only
 faintly -- as with the real data. Everything is a function of the options and the seed.
 
 EDF files are written with ``edfio``: PSG as EDF with several channels, hypnograms as EDF+ annotation files
 like PhysioNet Sleep-EDF's (one annotation per run of equal stages), or as CSV (``epoch,stage``); video as
-Xvid AVI through ``_media.write_avi``.
+Xvid AVI through ``media.write_avi``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Iterator
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import _media
-from ..synthetic.data import make_eeg, make_video
+from ...shared import media
+from ..synthetic import make_eeg, make_video
 
 #: R&K stage codes used below -> (EDF+ description, AASM class for the signals, CSV label)
 STAGES = {
@@ -204,7 +204,7 @@ def write_s3ve(root: Path, o: S3VESynthOptions, seed: int, echo=print) -> None:
         offset = -round(float(rng.uniform(1.0, 8.0)), 2)     # the camera starts a little before the PSG
         seconds = o.epochs * 30.0 - offset + float(rng.uniform(1.0, 5.0))
         count = int(math.ceil(seconds * o.fps))
-        _media.write_avi(folder / "video.avi", night_video(rng, classes, arousal, o.fps, o.height, o.width, offset,
+        media.write_avi(folder / "video.avi", night_video(rng, classes, arousal, o.fps, o.height, o.width, offset,
                                                            count), o.fps)
         lo, hi = AHI_RANGES[i % 4]
         rows.append([name, "MF"[int(rng.integers(0, 2))], int(rng.integers(7, 71)),

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
 
-from ._kernels import conditional, cosine_affinity, kl_divergence
+from .kernels import conditional, cosine_affinity, kl_divergence
 
 
 class PKTOptions(BaseModel):

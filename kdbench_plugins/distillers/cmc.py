@@ -22,7 +22,7 @@ How it differs from ``crd`` here: CRD uses NCE (binary positive-vs-noise classif
 normaliser Z) and RepDistiller's weight 0.8; CMC uses the softmax cross-entropy above, no Z, weight 1 (its
 objective sums the two directions unweighted), and negatives are always other samples (CMC has no labels).
 Set ``objective="nce"`` for CMC's original NCE variant (the same critic as CRD's). Shared machinery is in
-:mod:`._contrast`. Needs ``batch.index``.
+:mod:`.contrast`. Needs ``batch.index``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
 
-from ._contrast import ContrastMemory, Embed, NCECritic, softmax_contrast
+from .contrast import ContrastMemory, Embed, NCECritic, softmax_contrast
 
 
 class CMCOptions(BaseModel):

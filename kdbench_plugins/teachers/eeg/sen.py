@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
 
-from ._common import LATENT, epoch_length, pooled
+from .common import LATENT, epoch_length, pooled
 
 
 class _ReverseGradient(torch.autograd.Function):

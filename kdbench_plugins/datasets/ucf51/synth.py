@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import _media
+from ...shared import media
 from .layout import EMBED_DIM, EMBEDDINGS, GROUPS, LISTS, UCF51_CLASSES, VIDEOS, list_names, rule_split, stem_for
 
 #: bump when the generator's output changes.
@@ -119,7 +119,7 @@ def write_dataset(root: Path, options: SynthOptions, seed: int, echo: Callable[[
             rng = np.random.default_rng(np.random.SeedSequence([seed, GENERATOR_VERSION, c, j]))
             video = _video(rng, k, c, frames, o.height, o.width, o.fps)
             audio = _audio(rng, k, c, o.seconds, o.audio_rate)
-            _media.write_avi(root / VIDEOS / cls / f"{stem}.avi", video, o.fps, audio, audio_rate=o.audio_rate)
+            media.write_avi(root / VIDEOS / cls / f"{stem}.avi", video, o.fps, audio, audio_rate=o.audio_rate)
             np.save(root / EMBEDDINGS / cls / f"{stem}.npy", _embedding(rng, k, c))
             stems.append((cls, stem))
     write_lists(root, stems)

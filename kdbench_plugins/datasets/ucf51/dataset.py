@@ -16,7 +16,7 @@ from kdbench.contracts import Dataset, DatasetInfo
 from kdbench.data import ClipSplit, DataReport, files_fingerprint, resolve_root
 from kdbench.data.clips import split_key
 
-from .. import _media
+from ...shared import media
 from . import index as indexing
 from .layout import EMBED_DIM, read_class_index
 from .synth import SynthOptions, write_dataset
@@ -71,8 +71,8 @@ class UCF51Split(ClipSplit):
     def decode(self, i: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
         o, path, out = self.options, self.videos[i], {}
         if "student" in fields:
-            start, end = _media.video_span(path)
-            frames = _media.read_frames(path, start, end - start, o.frames, o.height, o.width, color=True)
+            start, end = media.video_span(path)
+            frames = media.read_frames(path, start, end - start, o.frames, o.height, o.width, color=True)
             out["student"] = np.ascontiguousarray(frames.transpose(3, 0, 1, 2))      # (3, T, H, W) uint8
         if "teacher" in fields:
             if o.teacher_input == "embedding":
@@ -80,7 +80,7 @@ class UCF51Split(ClipSplit):
                     raise FileNotFoundError("no embedding for this clip")
                 out["teacher"] = self.embeddings.load(self.keys[i])
             else:
-                wave = fit(_media.read_audio(path, _media.AUDIO_RATE), audio_length(o))
+                wave = fit(media.read_audio(path, media.AUDIO_RATE), audio_length(o))
                 out["teacher"] = np.round(np.clip(wave, -1.0, 1.0 - 1.0 / AUDIO_SCALE) * AUDIO_SCALE).astype(np.int16)
         return out
 
@@ -91,7 +91,7 @@ class UCF51Split(ClipSplit):
 
 
 def audio_length(options: UCF51Options) -> int:
-    return int(round(options.audio_seconds * _media.AUDIO_RATE))
+    return int(round(options.audio_seconds * media.AUDIO_RATE))
 
 
 class UCF51(Dataset):
@@ -208,7 +208,7 @@ class UCF51(Dataset):
         o = self.options
         if o.teacher_input == "embedding":
             return f"teacher input: the stored embedding, float32 ({EMBED_DIM},); videos need no audio track"
-        return (f"teacher input: the audio track, mono {_media.AUDIO_RATE} Hz, {o.audio_seconds:g} s "
+        return (f"teacher input: the audio track, mono {media.AUDIO_RATE} Hz, {o.audio_seconds:g} s "
                 f"({audio_length(o)} samples; cropped from the start or zero-padded)")
 
 

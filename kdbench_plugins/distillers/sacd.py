@@ -6,9 +6,9 @@ Implemented from the paper's Section IV, because the authors' released code does
 
 * L_CE (eq. 1) on the student's classifier C_v and on a classifier C_s over the frozen teacher's embedding;
 * L_D (eqs. 2, 6–11): one graph network per modality over the mini-batch, each read out into a 1024-d graph
-  vector, the two vectors compared by Graph Matching Networks' margin loss (``_sacd_graph``);
+  vector, the two vectors compared by Graph Matching Networks' margin loss (``sacd_graph``);
 * L_C (eqs. 3, 12–13): a symmetric hinge against the K hardest other-class negatives held in two memory
-  queues, one per modality (``_sacd_memory``);
+  queues, one per modality (``sacd_memory``);
 * JSD (eq. 4) between the predictive distributions of C_v and C_s.
 
 The teacher encoder E_s stays frozen (V-B: "the model weights of the teacher network are kept frozen"); it was
@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
 
-from ._sacd_graph import BatchGraphEncoder, graph_margin_loss
-from ._sacd_memory import MemoryBank, hardest_negatives, hinge
+from .sacd_graph import BatchGraphEncoder, graph_margin_loss
+from .sacd_memory import MemoryBank, hardest_negatives, hinge
 
 
 class SACDOptions(BaseModel):

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from kdbench.data import Problem
 
-from .. import _media
+from ...shared import media
 from .index import aggregate
 from .layout import VIDEOS
 
@@ -35,22 +35,22 @@ def _first_line(error: Exception) -> str:
 def _video(path, audio: bool) -> tuple[str, str] | None:
     """(kind, detail) of what is wrong with one AVI, or None."""
     try:
-        header = _media.probe(path)
+        header = media.probe(path)
     except Exception as error:  # FFmpeg/OS errors, no video stream: the file is unusable either way
         return "unreadable", f"cannot be opened: {_first_line(error)}"
-    packets = _media.count_packets(path)
+    packets = media.count_packets(path)
     if header.frames is not None and packets < header.frames - 1:
         return "truncated", f"truncated: {packets} of the {header.frames} frames its header states"
     try:
-        start, _ = _media.video_span(path)
-        _media.read_frames(path, start, 1.0 / header.fps, 1, 16, 16)
+        start, _ = media.video_span(path)
+        media.read_frames(path, start, 1.0 / header.fps, 1, 16, 16)
     except Exception as error:
         return "undecodable", f"does not decode: {_first_line(error)}"
     if audio:
         if header.audio_rate is None:
             return "no_audio", "has no audio track (teacher_input='audio' needs one)"
         try:
-            if len(_media.read_audio(path)) == 0:
+            if len(media.read_audio(path)) == 0:
                 return "bad_audio", "its audio track holds no samples"
         except Exception as error:
             return "bad_audio", f"its audio track does not decode: {_first_line(error)}"

@@ -8,7 +8,7 @@ torchlibrosa (librosa + numba take seconds); a teacher imports it when it is bui
 from kdbench.hookspecs import hookimpl
 
 from .network import Cnn14Net
-from .teachers import Cnn14Emb512Teacher, Cnn14Teacher
+from .cnn14 import Cnn14Emb512Teacher, Cnn14Teacher
 
 TEACHERS = (Cnn14Teacher, Cnn14Emb512Teacher)
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
 
-from ._common import LATENT, LinearHead, pooled
+from .common import LATENT, LinearHead, pooled
 
 #: SleePyCo backbone: (output channels, conv layers) per stage; a max-pool of 5 precedes stages 2-5.
 SLEEPYCO_STAGES = ((64, 2), (128, 2), (192, 3), (256, 3), (256, 3))

@@ -1,0 +1,1 @@
+"""Code that plugins of more than one role use; it registers nothing."""
