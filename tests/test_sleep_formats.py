@@ -9,7 +9,7 @@ import datetime as dt
 import numpy as np
 import pyedflib
 import pytest
-from kdbench_plugins.shared import media as _media
+from kdbench_plugins.shared import media
 from kdbench_plugins.datasets.sleep import hypnogram as H
 from kdbench_plugins.datasets.sleep import synth
 from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
@@ -157,7 +157,7 @@ def _brightness_night(root, offset, fps=2.0, epochs=4):
     synth.write_hypnogram_csv(folder / "hypnogram.csv", ["2"] * epochs)
     count = int((epochs * 30 - offset + 2) * fps)
     frames = np.repeat(np.round(0.9 * np.arange(count)).astype(np.uint8)[:, None, None], 48, 1).repeat(64, 2)
-    _media.write_avi(folder / "video.avi", frames, fps)
+    media.write_avi(folder / "video.avi", frames, fps)
     (root / "subjects.csv").write_text(f"subject,ahi,video_offset\nS001,3.0,{offset}\n")
 
 

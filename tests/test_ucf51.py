@@ -14,7 +14,7 @@ import pytest
 
 from kdbench.cli import main
 from kdbench.data.clips import FIELDS
-from kdbench_plugins.shared import media as _media
+from kdbench_plugins.shared import media
 from kdbench_plugins.datasets.ucf51 import UCF51, UCF51Options, UCF51Split
 from kdbench_plugins.datasets.ucf51.layout import EMBEDDINGS, LISTS, UCF51_CLASSES, VIDEOS, group_of
 
@@ -59,7 +59,7 @@ def test_generator_writes_the_real_layout_and_formats(generated):
     videos = avis(generated)
     assert len(videos) == 2 * 51 and {v.parent.name for v in videos} == set(UCF51_CLASSES)
     assert list((generated / VIDEOS / "HandstandPushups").glob("v_HandStandPushups_g*_c*.avi"))  # UCF101's spelling
-    header = _media.probe(videos[0])
+    header = media.probe(videos[0])
     assert header.audio_rate is not None and header.frames == 10 and (header.width, header.height) == (64, 48)
     import av
 
@@ -237,9 +237,9 @@ def _damage(root: Path, case: str) -> str:
         np.save(npy, np.zeros(256, np.float32))
         return f"{EMBEDDINGS}/{cls}/{stem}.npy: holds float32 (256,), expected float32 (512,)"
     if case == "no-audio":
-        start, end = _media.video_span(video)
-        frames = _media.read_frames(video, start, end - start, 10, 48, 64, color=True)
-        _media.write_avi(video, frames, 10.0, None)
+        start, end = media.video_span(video)
+        frames = media.read_frames(video, start, end - start, 10, 48, 64, color=True)
+        media.write_avi(video, frames, 10.0, None)
         return f"{VIDEOS}/{cls}/{stem}.avi: has no audio track"
     if case == "class-not-in-list":
         (root / EMBEDDINGS / "NotAClass").mkdir()

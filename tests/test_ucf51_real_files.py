@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdbench_plugins.shared import media as _media
+from kdbench_plugins.shared import media
 from kdbench_plugins.datasets.ucf51 import UCF51, UCF51Options
 from kdbench_plugins.datasets.ucf51.layout import EMBEDDINGS, UCF51_CLASSES, VIDEOS
 
@@ -65,7 +65,7 @@ def test_a_real_clip_transcoded_to_xvid_mp3_loads_through_ucf51(tmp_path, workdi
     source = Path(folder) / "datasets" / "data" / "bigbuckbunny.mp4"  # H.264 1280x720 + AAC 5.1, 5.3 s
     clip = "Archery/v_Archery_g01_c01"
     (tmp_path / VIDEOS / "Archery").mkdir(parents=True)
-    assert _media.transcode_to_avi(source, tmp_path / VIDEOS / f"{clip}.avi", 320, 240) == 132
+    assert media.transcode_to_avi(source, tmp_path / VIDEOS / f"{clip}.avi", 320, 240) == 132
     (tmp_path / EMBEDDINGS / "Archery").mkdir(parents=True)
     with tarfile.open(RELEASE) as tar:  # the release's own embedding of that clip
         member = next(m for m in tar if m.name.endswith(f"{clip}.npy"))

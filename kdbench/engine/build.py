@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 
 from ..config import RunConfig, plugin_options
-from ..contracts import Dataset, DatasetInfo, DistillContext, Distiller, FeatureSpec, Model, collate
+from ..contracts import (
+    Dataset,
+    DatasetInfo,
+    DistillContext,
+    Distiller,
+    FeatureSpec,
+    Model,
+    collate,
+)
 from ..errors import KdbenchError
 from ..plugins import Plugins
 

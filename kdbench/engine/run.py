@@ -16,15 +16,20 @@ import torch
 
 from .. import __version__
 from ..config import RunConfig, config_hash
+from ..data.guard import require_usable
 from ..metrics import Scores, score
+from ..paths import cache_dir
 from ..plugins import Plugins
-from ..tracking import flatten, log_confusion_matrix, source_commit, tracked_run, tracking_uri
-from . import loop
+from ..tracking import (
+    flatten,
+    log_confusion_matrix,
+    source_commit,
+    tracked_run,
+    tracking_uri,
+)
+from . import loop, teacher_outputs
 from .build import build_dataset, build_distiller, build_model
 from .checkpoint import load, save_atomic
-from . import teacher_outputs
-from ..data.guard import require_usable
-from ..paths import cache_dir
 from .teacher import obtain_teacher
 
 

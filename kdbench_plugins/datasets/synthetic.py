@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kdbench.contracts import Dataset, DatasetInfo
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 CLASS_NAMES = ("W", "N1", "N2", "N3", "REM")
 #: epochs per stage in S³VE; the label draw keeps these proportions in every split.
@@ -36,10 +37,8 @@ GENERATOR_VERSION = 1
 W, N1, N2, N3, REM = range(5)
 
 
-class SyntheticOptions(BaseModel):
+class SyntheticOptions(PluginOptions):
     """Sizes and difficulty of the generated data."""
-
-    model_config = ConfigDict(extra="forbid")
 
     train_size: int = Field(1200, gt=0, description="Number of clips in the train split.")
     test_size: int = Field(400, gt=0, description="Number of clips in the test split.")

@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 
-class CCLOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CCLOptions(PluginOptions):
     temperature: float = Field(
         0.5, gt=0,
         description="τ of the contrastive softmax; the authors' code uses 0.5 for the audio teacher (stored "

@@ -30,16 +30,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 from .contrast import ContrastMemory, Embed, NCECritic, softmax_contrast
 
 
-class CMCOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CMCOptions(PluginOptions):
     embed_dim: int = Field(128, gt=0, description="width of the contrast space (CMC --feat_dim 128)")
     num_negatives: int = Field(
         16384, gt=0, description="K negatives per anchor (16384, as CRD and the memory-bank runs of the CMC README; "

@@ -25,16 +25,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 from .contrast import ContrastMemory, Embed, NCECritic
 
 
-class CRDOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CRDOptions(PluginOptions):
     embed_dim: int = Field(128, gt=0, description="width of the contrast space (paper/RepDistiller --feat_dim 128)")
     num_negatives: int = Field(
         16384, gt=0, description="K negatives per anchor (paper; RepDistiller --nce_k 16384); capped at "

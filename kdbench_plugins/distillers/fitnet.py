@@ -32,16 +32,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from kdbench.contracts import Distiller, FeatureSpec
 from kdbench.errors import KdbenchError
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 
-class FitNetOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FitNetOptions(PluginOptions):
     hint: Literal["stage", "embedding"] = Field(
         "stage", description="what is regressed: a pooled stage feature of each net (the paper's hint/guided "
         "hidden layers) or the two embeddings; a net without stages falls back to its embedding")

@@ -38,16 +38,21 @@ from __future__ import annotations
 import math
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
-from .kernels import conditional, cosine_affinity, jeffreys_divergence, student_t_affinity
+from .kernels import (
+    conditional,
+    cosine_affinity,
+    jeffreys_divergence,
+    student_t_affinity,
+)
 
 
-class IFDOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class IFDOptions(PluginOptions):
     alpha_init: float = Field(100.0, ge=0, description="α_init: weight of the intermediate layers at epoch 0 "
                               "(authors' exp2_proposed.py init_weight)")
     gamma: float = Field(0.7, gt=0, description="γ: per-epoch decay of the intermediate-layer weight "

@@ -7,14 +7,14 @@ any teacher/student pair with the same classes, cross-modal ones included.
 """
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 
-class KDOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KDOptions(PluginOptions):
     temperature: float = Field(4.0, gt=0, description="softening temperature T (benchmark suites' value)")
     ce_weight: float = Field(0.1, ge=0, description="weight of the hard-label cross-entropy")
     kd_weight: float = Field(0.9, ge=0, description="weight of the T²-scaled soft-target KL term")

@@ -20,16 +20,16 @@ mean equals (mean per-anchor KL) / B, so at batch size B the per-anchor KL is we
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 from .kernels import conditional, cosine_affinity, kl_divergence
 
 
-class PKTOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PKTOptions(PluginOptions):
     weight: float = Field(30000.0, ge=0, description="β on the KL term, which is a mean over B² entries "
                           "(RepDistiller's run_cifar_distill.sh value for pkt)")
     ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label cross-entropy "

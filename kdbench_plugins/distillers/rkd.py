@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 
-class RKDOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RKDOptions(PluginOptions):
     distance_weight: float = Field(25.0, ge=0, description="weight of the distance-wise loss "
                                    "(RepDistiller RKDLoss w_d)")
     angle_weight: float = Field(50.0, ge=0, description="weight of the angle-wise loss (RepDistiller RKDLoss w_a)")

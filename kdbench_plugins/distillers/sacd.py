@@ -25,18 +25,18 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 from .sacd_graph import BatchGraphEncoder, graph_margin_loss
 from .sacd_memory import MemoryBank, hardest_negatives, hinge
 
 
-class SACDOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SACDOptions(PluginOptions):
     lambda_d: float = Field(0.5, ge=0, description="λ1, weight of the structure loss L_D (paper V-B); 0 removes it")
     lambda_c: float = Field(1.0, ge=0, description="λ2, weight of the hard-negative contrast L_C (V-B); 0 removes it")
     lambda_jsd: float = Field(1.0, ge=0, description="λ3, weight of the JSD between C_v and C_s (V-B); 0 removes it "

@@ -8,10 +8,10 @@ match features must learn a projection rather than rely on equal widths.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from torch import Tensor, nn
 
-from kdbench.contracts import DatasetInfo, Model, ModelOutput
+from kdbench.contracts import Model, ModelOutput
 
 
 def block(conv: nn.Module, norm: nn.Module, pool: nn.Module | None = None) -> nn.Sequential:

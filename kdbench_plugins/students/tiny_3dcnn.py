@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from kdbench.contracts import DatasetInfo
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 from ..shared.tiny import ThreeStageNet, block
 
-class Tiny3DCNNOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
+class Tiny3DCNNOptions(PluginOptions):
     width: int = Field(8, gt=0, description="Channels of the first block; the next two double it each time.")
     embedding_dim: int = Field(32, gt=0, description="Width of the feature the classifier reads.")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")

@@ -9,20 +9,20 @@ probe on frozen features.
 """
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from kdbench.contracts import Model, ModelOutput
 from kdbench.errors import KdbenchError
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 #: widest vector taken for an embedding (Cnn14's is 2,048): anything wider is a raw signal, whose "probe"
 #: would silently be a huge linear model on samples; refused with the fix instead.
 MAX_WIDTH = 16_384
 
 
-class PrecomputedOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PrecomputedOptions(PluginOptions):
     normalize: bool = Field(False, description="L2-normalise each stored embedding before use")
 
 

@@ -3,17 +3,17 @@ EEG-to-EEG distillation on EEG-only data (``sleepedf``), as a student too."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from kdbench.contracts import DatasetInfo
 from kdbench.hookspecs import hookimpl
+from kdbench.options import PluginOptions
 
 from ..shared.tiny import ThreeStageNet, block
 
-class TinyEEGOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
+class TinyEEGOptions(PluginOptions):
     width: int = Field(16, gt=0, description="Channels of the first block; the next two double it each time.")
     embedding_dim: int = Field(64, gt=0, description="Width of the feature the classifier reads.")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")

@@ -1,4 +1,4 @@
-"""CRD (Tian et al., ICLR 2020) and the memory-bank machinery it shares with CMC (plugins/distillers/_contrast.py)."""
+"""CRD (Tian et al., ICLR 2020) and the memory-bank machinery it shares with CMC (plugins/distillers/contrast.py)."""
 
 import copy
 import math
@@ -177,14 +177,14 @@ def test_product_and_gather_paths_agree_in_values_gradients_and_updates():
         z_s, z_t = (a.clone().requires_grad_() for a in anchors)
         torch.manual_seed(3)
         idx = torch.cat([index[:, None], mem.sample(index)], dim=1)
-        sim_s = _contrast.scores(mem.bank_teacher, z_s, idx, product)
-        sim_t = _contrast.scores(mem.bank_student, z_t, idx, product)
+        sim_s = contrast.scores(mem.bank_teacher, z_s, idx, product)
+        sim_t = contrast.scores(mem.bank_student, z_t, idx, product)
         mem.update(z_s, z_t, index, in_place=not product)
         (sim_s.exp().sum() + (2 * sim_t).exp().sum()).backward()  # backward after the banks were updated
         results.append((sim_s.detach(), sim_t.detach(), z_s.grad, z_t.grad, mem.bank_student, mem.bank_teacher))
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-6)
-    assert not _contrast.use_product(10**6, 64, 16385, 128) and _contrast.use_product(50_000, 64, 16385, 128)
+    assert not contrast.use_product(10**6, 64, 16385, 128) and contrast.use_product(50_000, 64, 16385, 128)
 
 
 @pytest.mark.parametrize("negatives", ["other-samples", "other-classes"])

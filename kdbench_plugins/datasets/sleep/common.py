@@ -20,11 +20,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kdbench.contracts import Dataset
 from kdbench.data import DataReport, Problem, files_fingerprint
 from kdbench.data.clips import ClipSplit, split_key
+from kdbench.options import PluginOptions
 
 from .hypnogram import CLASS_NAMES, DROPPED_NAMES, EPOCH, Hypnogram
 from .psg import open_raw, read_epoch
@@ -38,10 +39,8 @@ WHOLE_NIGHT = "; --skip-bad leaves out the whole night"
 WHOLE_NIGHTS = "; --skip-bad leaves out those whole nights"
 
 
-class SleepOptions(BaseModel):
+class SleepOptions(PluginOptions):
     """Options both sleep datasets take."""
-
-    model_config = ConfigDict(extra="forbid")
 
     root: str | None = Field(None, description="the dataset's folder (default $KDBENCH_DATA/<dataset>)")
     rate: int = Field(100, ge=20, le=1000, description="EEG rate the teacher reads, Hz (30 s -> 30 * rate samples)")

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from kdbench.options import PluginOptions
 
 from ...shared import media
 from ..synthetic import make_eeg, make_video
@@ -47,9 +49,7 @@ SLEEPEDF_CHANNELS = ("EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal")
 AHI_RANGES = ((0.5, 4.9), (5.0, 14.9), (15.0, 30.0), (30.5, 80.0))
 
 
-class S3VESynthOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class S3VESynthOptions(PluginOptions):
     subjects: int = Field(6, ge=1, le=500, description="nights (one per subject)")
     epochs: int = Field(60, ge=4, le=2000, description="30-s epochs per night (the PSG's length)")
     eeg_rate: int = Field(256, ge=50, le=1024, description="PSG sampling rate, Hz (the loader resamples)")
@@ -59,9 +59,7 @@ class S3VESynthOptions(BaseModel):
     csv_every: int = Field(3, ge=0, description="every n-th night gets a CSV hypnogram instead of EDF+ (0: none)")
 
 
-class SleepEDFSynthOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SleepEDFSynthOptions(PluginOptions):
     subjects: int = Field(4, ge=1, le=99, description="subjects; each has two nights except the second")
     epochs: int = Field(60, ge=4, le=2000, description="30-s epochs of the sleep period per night")
     wake_edge: int = Field(80, ge=0, le=2000, description="wake epochs before and after the sleep period")

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from kdbench.contracts import Dataset, DatasetInfo
 from kdbench.data import ClipSplit, DataReport, files_fingerprint, resolve_root
 from kdbench.data.clips import split_key
+from kdbench.options import PluginOptions
 
 from ...shared import media
 from . import index as indexing
@@ -26,9 +27,7 @@ LOADER_VERSION = 1
 AUDIO_SCALE = 32768.0  # the waveform is stored as int16: half the cache of float32, 16-bit like the source
 
 
-class UCF51Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UCF51Options(PluginOptions):
     root: str | None = Field(None, description="folder holding UCF-101/ (and optionally ucfTrainTestlist/ and the "
                                                "embeddings); default $KDBENCH_DATA/ucf51")
     embeddings: str | None = Field(None, description="the Cnn14 embeddings: a folder of <Class>/v_*.npy or the "

@@ -15,22 +15,32 @@ class far more clearly than the student, as with the real audio embeddings.
 from __future__ import annotations
 
 import colorsys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from kdbench.options import PluginOptions
 
 from ...shared import media
-from .layout import EMBED_DIM, EMBEDDINGS, GROUPS, LISTS, UCF51_CLASSES, VIDEOS, list_names, rule_split, stem_for
+from .layout import (
+    EMBED_DIM,
+    EMBEDDINGS,
+    GROUPS,
+    LISTS,
+    UCF51_CLASSES,
+    VIDEOS,
+    list_names,
+    rule_split,
+    stem_for,
+)
 
 #: bump when the generator's output changes.
 GENERATOR_VERSION = 1
 
 
-class SynthOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SynthOptions(PluginOptions):
     clips_per_class: int = Field(4, ge=1, le=100, description="clips per class (4: every split tests every class)")
     height: int = Field(48, ge=16, le=480, multiple_of=2, description="frame height of the AVIs")
     width: int = Field(64, ge=16, le=640, multiple_of=2, description="frame width of the AVIs")

@@ -10,7 +10,7 @@ torchvision; the torchvision students import it when built.
 from kdbench.hookspecs import hookimpl
 
 from .hara import HaraR2Plus1D18, HaraR3D18
-from .torchvision_students import R2Plus1D18, R3D18
+from .torchvision_students import R3D18, R2Plus1D18
 
 STUDENTS = (R3D18, R2Plus1D18, HaraR3D18, HaraR2Plus1D18)
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
+from kdbench.options import PluginOptions
 
 from .weights import load_pretrained
 
@@ -28,9 +29,7 @@ KINETICS_TORCHVISION = ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.21698
 KINETICS_HARA = ((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737))
 
 
-class VideoStudentOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class VideoStudentOptions(PluginOptions):
     pretrained: str | None = Field(
         None, description="Local path of a weight file to start from (never downloaded); the classifier "
                           "`fc` is always new. None = random initialisation.")

@@ -7,8 +7,8 @@ torchlibrosa (librosa + numba take seconds); a teacher imports it when it is bui
 
 from kdbench.hookspecs import hookimpl
 
-from .network import Cnn14Net
 from .cnn14 import Cnn14Emb512Teacher, Cnn14Teacher
+from .network import Cnn14Net
 
 TEACHERS = (Cnn14Teacher, Cnn14Emb512Teacher)
 

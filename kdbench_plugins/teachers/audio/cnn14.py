@@ -11,21 +11,20 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.engine.checkpoint import load_state_strict, read_torch_file
 from kdbench.errors import KdbenchError
+from kdbench.options import PluginOptions
 
 from .network import MIN_SAMPLES, N_FFT, SAMPLE_RATE, Cnn14Net, xavier_init
 
 PREFIX = "module."
 
 
-class PannsOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PannsOptions(PluginOptions):
     pretrained: str | None = Field(
         None, description="Local path of the released PANNs checkpoint ({'iteration', 'model'}: "
                           "Cnn14_mAP=0.431.pth for cnn14, Cnn14_emb512_mAP=0.420.pth for cnn14-emb512), loaded "

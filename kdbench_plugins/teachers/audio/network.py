@@ -93,7 +93,10 @@ class Cnn14Net(nn.Module):
 
     def __init__(self, embed: int = 2048, audioset_classes: int = AUDIOSET_CLASSES) -> None:
         super().__init__()
-        from torchlibrosa.stft import LogmelFilterBank, Spectrogram  # librosa + numba: seconds
+        from torchlibrosa.stft import (  # librosa + numba: seconds
+            LogmelFilterBank,
+            Spectrogram,
+        )
 
         self.embed = embed
         self.spectrogram_extractor = Spectrogram(n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, window="hann",

@@ -6,9 +6,9 @@ braindecode is imported only when a braindecode-backed teacher is built, so ``kd
 
 from kdbench.hookspecs import hookimpl
 
+from .attnsleep_deepsleepnet import AttnSleepTeacher, DeepSleepNetTeacher
 from .mc2sleepnet import MC2SleepNetTeacher
 from .sen import GradientReversal, SENTeacher
-from .attnsleep_deepsleepnet import AttnSleepTeacher, DeepSleepNetTeacher
 
 __all__ = ["AttnSleepTeacher", "DeepSleepNetTeacher", "GradientReversal", "MC2SleepNetTeacher", "SENTeacher"]
 

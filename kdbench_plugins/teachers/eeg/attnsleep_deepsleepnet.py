@@ -11,11 +11,12 @@ import warnings
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
+from kdbench.options import PluginOptions
 
 from .common import LATENT, LinearHead, Taps, braindecode_models, epoch_length, pooled
 
@@ -42,9 +43,7 @@ def attnsleep_d_model(n_times: int, sfreq: float) -> int:
     return small + large if small and large else 0
 
 
-class AttnSleepOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AttnSleepOptions(PluginOptions):
     sfreq: float = Field(100.0, gt=0, description="EEG sampling rate in Hz (paper: 100 Sleep-EDF, 125 SHHS); "
                                                   "d_model follows from it and the epoch length")
     n_tce: int = Field(2, ge=1, description="temporal context encoder layers (paper: N = 2)")
@@ -118,9 +117,7 @@ def _authors_init(module: nn.Module) -> None:
 # --------------------------------------------------------------------------- DeepSleepNet
 
 
-class DeepSleepNetOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DeepSleepNetOptions(PluginOptions):
     sfreq: float = Field(100.0, ge=16, description="EEG sampling rate in Hz; the first filters follow the paper: "
                                                   "small k = Fs/2, stride Fs/16; large k = 4 Fs, stride Fs/2")
     drop_prob: float = Field(0.5, ge=0, lt=1, description="dropout throughout (paper: 0.5)")

@@ -17,11 +17,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
+from kdbench.options import PluginOptions
 
 from .common import LATENT, LinearHead, pooled
 
@@ -246,9 +247,7 @@ def choose_masked(batch: int, length: int, count: int, device: torch.device | st
     return torch.rand(batch, length, device=device).argsort(1)[:, :count]
 
 
-class MC2SleepNetOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MC2SleepNetOptions(PluginOptions):
     sfreq: float = Field(100.0, gt=0, description="EEG sampling rate in Hz (SleePyCo convention: 100); sets the "
                                                   "STFT window and hop in samples")
     stft_window_s: float = Field(2.0, gt=0, description="STFT Hamming window length in seconds (XSleepNet "

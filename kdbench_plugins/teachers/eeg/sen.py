@@ -14,11 +14,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
+from kdbench.options import PluginOptions
 
 from .common import LATENT, epoch_length, pooled
 
@@ -123,9 +124,7 @@ class _StreamSEFusion(nn.Module):
         return a * ga.unsqueeze(-1), b * gb.unsqueeze(-1)
 
 
-class SENOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SENOptions(PluginOptions):
     sfreq: float = Field(100.0, ge=16, description="EEG sampling rate in Hz (SEN-DAL: 128); first filters: "
                                                    "small k = Fs/2, stride Fs/16; large k = 4 Fs, stride Fs/2")
     filters: int = Field(64, ge=1, description="first-conv filters per stream; the deep convs have twice as many "
