@@ -24,9 +24,17 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import ConfigError
+from .registry import BY_SECTION
 
 
 class Strict(BaseModel):
@@ -38,6 +46,8 @@ class PluginRef(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str | None = None
+    #: the plugin's validated ``Options`` instance, set by :func:`resolve` (validated once per process)
+    _validated: Any = PrivateAttr(None)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -86,7 +96,7 @@ class RunConfig(Strict):
     dataset: PluginRef = PluginRef()
     teacher: TeacherRef = TeacherRef()
     student: PluginRef = PluginRef()
-    distiller: PluginRef = PluginRef(name="baseline")
+    distiller: PluginRef = PluginRef()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     epochs: int = Field(80, ge=1, description="SACD paper V-D: the R3D-18 IR baseline trained 80 epochs")
@@ -219,14 +229,17 @@ def validate(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
         raise ConfigError(explain(error, model, prefix)) from None
 
 
-PLUGIN_SECTIONS = {"dataset": "datasets", "teacher": "teachers", "student": "students", "distiller": "distillers"}
+#: what each command needs chosen: a student run all four plugins, a teacher run the dataset and teacher
+RUN_SECTIONS = ("dataset", "teacher", "student", "distiller")
+TEACHER_SECTIONS = ("dataset", "teacher")
 
 
-def resolve(layers: list[dict[str, Any]], plugins) -> RunConfig:
+def resolve(layers: list[dict[str, Any]], plugins, sections: tuple[str, ...] = RUN_SECTIONS) -> RunConfig:
     """Merge the user's layers over the dataset's defaults and validate everything, plugin options included.
 
-    ``layers`` are lowest-first (config file, ``--set`` items, flags). The result holds every plugin
-    option explicitly, so the stored config (and its hash) says exactly what ran.
+    ``layers`` are lowest-first (config file, ``--set`` items, flags). ``sections`` are the plugin sections
+    this command needs chosen. The result holds every plugin option explicitly, so the stored config (and
+    its hash) says exactly what ran; each section keeps its validated ``Options`` instance for building.
     """
     user = merge({}, *layers)
     dataset_name = (user.get("dataset") or {}).get("name") if isinstance(user.get("dataset"), dict) else None
@@ -237,23 +250,25 @@ def resolve(layers: list[dict[str, Any]], plugins) -> RunConfig:
                                             "student": {"name": dataset.default_student}})
     config = validate(RunConfig, merge(defaults, user))
     resolved = config.model_dump()
-    for section, kind in PLUGIN_SECTIONS.items():
+    validated = {}
+    for section in sections:
         ref: PluginRef = getattr(config, section)
-        entry = plugins[kind].get(ref.name)
-        allowed = sorted(entry.options.model_fields)
-        for key in ref.options:  # refused even when a plugin's Options model forgets extra="forbid"
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean {section}.{close[0]}? " if close else ""
-                raise ConfigError(f"invalid config: unknown key {section}.{key!r} for {section} {ref.name!r}: "
-                                  f"{hint}allowed: {', '.join([*type(ref).model_fields, *allowed])}")
-        options = validate(entry.options, ref.options, prefix=f"{section}.")
+        if not ref.name:
+            raise ConfigError(f"no {section} chosen: pass --{section} NAME (`kdbench list {BY_SECTION[section].name}`)")
+        options = plugins[BY_SECTION[section].name].get(ref.name).validate(ref.options)
+        validated[section] = options
         resolved[section] = {**{k: v for k, v in resolved[section].items() if k in type(ref).model_fields},
                              **options.model_dump(mode="json")}
-    return RunConfig.model_validate(resolved)
+    final = RunConfig.model_validate(resolved)
+    for section, options in validated.items():
+        getattr(final, section)._validated = options
+    return final
 
 
 def plugin_options(config: RunConfig, section: str, plugins) -> BaseModel:
-    """The validated ``Options`` instance of the plugin a resolved config names in ``section``."""
+    """The validated ``Options`` instance of the plugin a resolved config names in ``section`` (validated here
+    only for a config that did not come through :func:`resolve` in this process, e.g. one read back from JSON)."""
     ref: PluginRef = getattr(config, section)
-    return plugins[PLUGIN_SECTIONS[section]].get(ref.name).options.model_validate(ref.options)
+    if ref._validated is None:
+        ref._validated = plugins[BY_SECTION[section].name].get(ref.name).validate(ref.options)
+    return ref._validated

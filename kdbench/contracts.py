@@ -6,8 +6,9 @@ two networks never see each other's input.
 
 Each plugin class declares ``name`` (the registry key), an optional docstring whose first line is its
 one-line description, and an ``Options`` pydantic model holding its hyperparameters (defaults = the
-paper's values, or where the paper gives none, its best-known public implementation's, named in the docs). The engine validates the user's options against ``Options`` and passes the instance
-to the constructor.
+paper's values, or where the paper gives none, its best-known public implementation's, named in the docs),
+a subclass of :class:`kdbench.options.PluginOptions`. The registry validates the user's options against
+``Options`` once and passes the instance to the constructor (``Entry.build``).
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor, nn
 
+from .data.clips import FIELDS
 from .data.report import DataReport
+from .options import NoOptions
 
-
-class NoOptions(BaseModel):
-    """A plugin with no hyperparameters; any key given to it is refused."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["FIELDS", "Batch", "Dataset", "DatasetInfo", "DistillContext", "Distiller", "FeatureSpec", "FileDataset",
+           "Model", "ModelOutput", "collate"]
 
 
 # --------------------------------------------------------------------------- data
@@ -78,11 +77,13 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
 
 
 class Dataset:
-    """Base of dataset plugins.
+    """Base of dataset plugins held in memory (or generated); :class:`FileDataset` for data on disk.
 
-    ``__init__(options, seed)`` indexes the data (cheaply; decoding happens per item). ``split(name)``
-    returns a ``torch.utils.data.Dataset`` whose items are dicts with keys ``student`` (tensor),
-    ``teacher`` (tensor), ``label`` (int) and ``index`` (int, the item's position in the split).
+    ``__init__(options, seed)`` indexes the data (cheaply; decoding happens per item). ``split(name,
+    fields)`` returns a ``torch.utils.data.Dataset`` whose items are dicts with keys ``student`` and
+    ``teacher`` (tensors; a field not in ``fields`` may be an empty tensor, so a teacher-only pass never
+    decodes the student's input), ``label`` (int), ``index`` (int, the item's position in the split) and
+    optionally ``group`` (int, the subject/recording id).
     """
 
     name: ClassVar[str]
@@ -97,40 +98,42 @@ class Dataset:
     #: teacher's outputs may be computed once and cached; set False for augmented teacher inputs.
     fixed_teacher_inputs: ClassVar[bool] = True
 
-    #: options of ``kdbench data synth NAME`` (None: this dataset has no generator). The flags
-    #: ``--subjects N`` and ``--clips-per-class N`` arrive as the keys ``subjects`` / ``clips_per_class``.
-    SynthOptions: ClassVar[type[BaseModel] | None] = None
-
     info: DatasetInfo
 
     def __init__(self, options: BaseModel, seed: int) -> None:
         self.options = options
         self.seed = seed
 
-    def split(self, name: str) -> torch.utils.data.Dataset:
+    def split(self, name: str, fields: tuple[str, ...] = FIELDS) -> torch.utils.data.Dataset:
         raise NotImplementedError
 
     def fingerprint(self) -> str:
         """A stable hash of the data's content and sampling parameters (cache keys use it)."""
         raise NotImplementedError
 
-    # File-backed datasets (``kdbench data ...``; see kdbench.data). A dataset whose files live on disk
-    # takes its folder as the option ``root``, finds problems while indexing instead of raising, and
-    # reports them from ``check``; the engine refuses to train on a dataset with problems unless the
-    # user asks to ``skip`` the items they name.
+
+class FileDataset(Dataset):
+    """Base of datasets whose files live on disk (``kdbench data synth | check | prepare`` work on these).
+
+    Its ``Options`` has a ``root`` option (the folder; default ``$KDBENCH_DATA/<name>``). Indexing finds
+    problems instead of raising; ``check`` reports them, and the engine refuses to train on a dataset with
+    problems unless the user asks to ``skip`` the items they name (``--skip-bad``). ``fields`` says which
+    inputs the caller will read: a teacher trained on stored embeddings needs no videos, so a check for
+    ``("teacher",)`` reports only what the teacher's files lack.
+    """
+
+    #: options of ``kdbench data synth NAME`` (None: no generator); each field is also a flag of that
+    #: command (``subjects`` → ``--subjects N``).
+    SynthOptions: ClassVar[type[BaseModel] | None] = None
 
     @classmethod
     def synthesize(cls, root: Path, options: BaseModel, seed: int, echo: Callable[[str], None]) -> None:
         """Write a small dataset in this dataset's real file formats under ``root``."""
         raise NotImplementedError
 
-    def check(self, progress: bool = False) -> DataReport:
-        """Validate everything (decoding what must be decoded) and report counts and problems."""
-        counts = {}
-        for name in self.splits:
-            labels = np.asarray([int(self.split(name)[i]["label"]) for i in range(len(self.split(name)))])
-            counts[name] = {c: int((labels == k).sum()) for k, c in enumerate(self.info.class_names)}
-        return DataReport(self.name, "(in memory)", self.info.class_names, counts)
+    def check(self, fields: tuple[str, ...] = FIELDS, progress: bool = False) -> DataReport:
+        """Validate everything the given fields need (decoding what must be decoded): counts and problems."""
+        raise NotImplementedError
 
     def skip(self, keys: frozenset[str]) -> None:
         """Leave out the items named by ``keys`` (from ``check``'s problems); the fingerprint must change."""

@@ -81,9 +81,9 @@ def load_plugins() -> Plugins:
             info = PluginInfo(**{**info.__dict__, "error": _describe(error)})
         report[ep.name] = info
 
-    registries = {kind: Registry(kind) for kind in KINDS}
+    registries = {kind.name: Registry(kind) for kind in KINDS}
     commands: list = []
-    for hook_name, sink in [*((f"register_{k}", registries[k]) for k in KINDS), ("register_commands", commands)]:
+    for hook_name, sink in [*((f"register_{k}", registries[k]) for k in registries), ("register_commands", commands)]:
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             def register(obj, _sink=sink, _plugin=impl.plugin_name):
                 if isinstance(_sink, list):

@@ -1,6 +1,8 @@
-"""The MLflow side of a run: where the store is, and a run that always ends FINISHED, FAILED or KILLED.
+"""Tracking: where a run's params, metrics and artifacts go.
 
-MLflow is imported lazily (it costs ~2 s), so ``kdbench list`` and friends stay fast.
+The engine talks to a :class:`Tracker`; :class:`MlflowTracker` is the real one (a run that always ends
+FINISHED, FAILED or KILLED), :class:`MemoryTracker` keeps everything in dicts, for engine tests that need
+no store. MLflow is imported lazily (it costs ~4 s), so ``kdbench list`` and friends stay fast.
 """
 
 from __future__ import annotations
@@ -87,8 +89,118 @@ def tracked_run(uri: str, experiment: str, *, run_name: str | None = None, tags:
         mlflow.end_run("FINISHED")
 
 
+class Tracker:
+    """What the engine records, and nothing more: one run at a time, opened with :meth:`run`."""
+
+    def run(self, *, name: str, tags: dict[str, str], run_id: str | None = None):
+        """A context manager: start (or, with ``run_id``, reopen) a run; yields its id; ends it as it ended."""
+        raise NotImplementedError
+
+    def log_params(self, params: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        raise NotImplementedError
+
+    def log_dict(self, data: dict, artifact: str) -> None:
+        raise NotImplementedError
+
+    def log_file(self, path: Path, artifact_dir: str) -> None:
+        raise NotImplementedError
+
+    def log_confusion(self, confusion, class_names, title: str) -> None:
+        """The confusion matrix as ``confusion_matrix.json`` and a PNG figure."""
+        self.log_dict({"class_names": list(class_names), "matrix": confusion.tolist()}, "confusion_matrix.json")
+
+
+class MlflowTracker(Tracker):
+    """Runs in an MLflow store (``uri``), in experiment ``experiment``."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri, self.experiment = uri, experiment
+
+    def run(self, *, name, tags, run_id=None):
+        @contextmanager
+        def opened():
+            with tracked_run(self.uri, self.experiment, run_name=name, tags=tags if run_id is None else None,
+                             run_id=run_id) as active:
+                yield active.info.run_id
+        return opened()
+
+    def log_params(self, params):
+        import mlflow
+
+        mlflow.log_params(params)
+
+    def log_metrics(self, metrics, step=None):
+        import mlflow
+
+        mlflow.log_metrics(metrics, step=step)
+
+    def log_dict(self, data, artifact):
+        import mlflow
+
+        mlflow.log_dict(data, artifact)
+
+    def log_file(self, path, artifact_dir):
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path=artifact_dir)
+
+    def log_confusion(self, confusion, class_names, title):
+        super().log_confusion(confusion, class_names, title)
+        log_confusion_matrix(confusion, class_names, title)
+
+
+class MemoryTracker(Tracker):
+    """Keeps runs in memory: ``runs[run_id]`` holds status, tags, params, metrics (``{name: [(step, value)]}``),
+    dicts and file names. For tests of the engine that need no MLflow store."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self._current: dict[str, Any] | None = None
+
+    def run(self, *, name, tags, run_id=None):
+        @contextmanager
+        def opened():
+            if run_id is None:
+                rid = f"memory-{len(self.runs)}"
+                self.runs[rid] = {"name": name, "tags": dict(tags), "params": {}, "metrics": {}, "dicts": {},
+                                  "files": [], "status": "RUNNING"}
+            else:
+                rid = run_id
+                self.runs[rid]["status"] = "RUNNING"
+            self._current = self.runs[rid]
+            try:
+                yield rid
+            except KeyboardInterrupt:
+                self._current["status"] = "KILLED"
+                raise
+            except BaseException:
+                self._current["status"] = "FAILED"
+                raise
+            else:
+                self._current["status"] = "FINISHED"
+            finally:
+                self._current = None
+        return opened()
+
+    def log_params(self, params):
+        self._current["params"].update(params)
+
+    def log_metrics(self, metrics, step=None):
+        for key, value in metrics.items():
+            self._current["metrics"].setdefault(key, []).append((step, float(value)))
+
+    def log_dict(self, data, artifact):
+        self._current["dicts"][artifact] = data
+
+    def log_file(self, path, artifact_dir):
+        self._current["files"].append(f"{artifact_dir}/{Path(path).name}")
+
+
 def log_confusion_matrix(confusion, class_names, title: str, artifact: str = "confusion_matrix.png") -> None:
-    """Log the confusion matrix of the active run as a PNG figure."""
+    """Log the confusion matrix of the active MLflow run as a PNG figure."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kdbench.config import RunConfig, config_hash, load_file, merge, parse_set, resolve
+from kdbench.config import TEACHER_SECTIONS, RunConfig, config_hash, load_file, merge, parse_set, resolve
 from kdbench.errors import ConfigError, UnknownName
 from kdbench.plugins import plugins
 
@@ -37,11 +37,18 @@ def test_precedence_defaults_dataset_file_set_flags():
 
     assert cfg.batch_size == SyntheticSleep.run_defaults["batch_size"]
     assert cfg.teacher.name == SyntheticSleep.default_teacher and cfg.student.name == SyntheticSleep.default_student
-    cfg = resolve([{"dataset": {"name": "synthetic"}, "batch_size": 8}, parse_set("batch_size=4"),
-                   {"batch_size": 2}], plugins())
+    base = {"dataset": {"name": "synthetic"}, "distiller": {"name": "kd"}, "batch_size": 8}
+    cfg = resolve([base, parse_set("batch_size=4"), {"batch_size": 2}], plugins())
     assert cfg.batch_size == 2
-    cfg = resolve([{"dataset": {"name": "synthetic"}, "batch_size": 8}, parse_set("batch_size=4")], plugins())
+    cfg = resolve([base, parse_set("batch_size=4")], plugins())
     assert cfg.batch_size == 4
+
+
+def test_a_run_names_its_distiller_the_core_picks_none():
+    with pytest.raises(ConfigError, match=r"no distiller chosen: pass --distiller NAME \(`kdbench list distillers`\)"):
+        resolve([{"dataset": {"name": "synthetic"}}], plugins())
+    # a teacher's own training needs no distiller
+    assert resolve([{"dataset": {"name": "synthetic"}}], plugins(), TEACHER_SECTIONS).distiller.name is None
 
 
 def test_resolved_config_holds_every_plugin_option():

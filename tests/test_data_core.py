@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from kdbench.contracts import Dataset, DatasetInfo
+from kdbench.contracts import FIELDS, DatasetInfo, FileDataset
 from kdbench.data import ClipSplit, DataReport, Problem, files_fingerprint, prepare, resolve_root
 from kdbench.data.clips import split_key
 from kdbench.data.guard import check, require_usable
@@ -93,7 +93,7 @@ def test_a_partial_cache_of_another_layout_is_started_over(cache):
     assert sorted(again.decoded) == list(range(10))
 
 
-class ToyDataset(Dataset):
+class ToyDataset(FileDataset):
     """A dataset whose check finds whatever problems the test planted."""
 
     name = "toy"
@@ -107,11 +107,11 @@ class ToyDataset(Dataset):
     def fingerprint(self):
         return f"fp-{self.tag}"
 
-    def check(self, progress=False):
+    def check(self, fields=FIELDS, progress=False):
         self.checks += 1
         return DataReport(self.name, "/toy", self.info.class_names, {"train": {"A": 1}}, list(self.problems))
 
-    def split(self, name):
+    def split(self, name, fields=FIELDS):
         return [] if self.skipped and "everything" in self.skipped else [0, 1]
 
     def skip(self, keys):

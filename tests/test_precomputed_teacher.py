@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from kdbench.config import resolve
-from kdbench.contracts import Dataset, DatasetInfo
-from kdbench.engine import run
+from kdbench.contracts import FIELDS, Dataset, DatasetInfo
+from kdbench.engine import fit, prepare
 from kdbench.errors import KdbenchError
 from kdbench.plugins import load_plugins
 from kdbench_plugins.teachers.precomputed import Precomputed
@@ -34,7 +34,7 @@ class StoredEmbeddings(Dataset):
                  "student": torch.rand(1, 4, 8, 8, generator=gen) + 0.1 * int(y)}
                 for i, y in enumerate(label)]
 
-    def split(self, name):
+    def split(self, name, fields=FIELDS):
         return self.data[name]
 
     def fingerprint(self):
@@ -66,7 +66,7 @@ def test_refuses_a_raw_signal():
 def test_run_with_stored_embeddings(workdir, loaded):
     config = resolve([{"dataset": {"name": "toy-embeddings"}, "distiller": {"name": "crd"}}], loaded)
     assert config.teacher.name == "precomputed"
-    result = run(config, loaded, progress=False, echo=lambda m: None)
+    result = fit(prepare(config, loaded, progress=False, echo=lambda m: None), progress=False, echo=lambda m: None)
     # the linear probe on well-separated stored embeddings is near perfect
     assert result.teacher_scores.accuracy > 0.9
     assert 0.0 <= result.scores.accuracy <= 1.0

@@ -8,42 +8,80 @@ import textwrap
 
 import pytest
 
-from kdbench.errors import DuplicateName, UnknownName
+from pydantic import Field
+
+from kdbench.contracts import Dataset, Distiller
+from kdbench.errors import ConfigError, DuplicateName, KdbenchError, UnknownName
+from kdbench.options import PluginOptions
 from kdbench.plugins import load_plugins
-from kdbench.registry import Registry
+from kdbench.registry import BY_SECTION, KINDS, Registry
+
+DISTILLERS, DATASETS, STUDENTS = BY_SECTION["distiller"], BY_SECTION["dataset"], BY_SECTION["student"]
 
 
-class Thing:
+class Thing(Distiller):
     """A thing to register."""
 
     name = "thing"
 
+    class Options(PluginOptions):
+        weight: float = Field(1.0, ge=0)
+
+
+class Table(Dataset):
+    name = "thing"
+
 
 def test_register_get_and_entries():
-    reg = Registry("distillers")
+    reg = Registry(DISTILLERS)
     reg.register(Thing, plugin="p")
     entry = reg.get("thing")
     assert entry.cls is Thing and entry.plugin == "p" and entry.description == "A thing to register."
     assert [e.name for e in reg.entries()] == ["thing"] and "thing" in reg
 
 
+def test_entries_validate_options_once_and_build():
+    entry = Registry(DISTILLERS)
+    entry.register(Thing, plugin="p")
+    thing = entry.get("thing")
+    options = thing.validate({"weight": 2})
+    assert options == Thing.Options(weight=2.0)
+    with pytest.raises(ConfigError, match=r"unknown key distiller.'wieght'.*did you mean distiller.weight\?"):
+        thing.validate({"wieght": 2})
+    with pytest.raises(ConfigError, match=r"distiller.weight = -1: Input should be greater than or equal to 0"):
+        thing.validate({"weight": -1})
+    built = thing.build(options, "ctx")
+    assert isinstance(built, Thing) and built.options is options and built.ctx == "ctx"
+
+
+def test_one_map_of_kinds():
+    assert [k.name for k in KINDS] == ["datasets", "teachers", "students", "distillers"]
+    assert [k.section for k in KINDS] == ["dataset", "teacher", "student", "distiller"]
+    assert DISTILLERS.base is Distiller and DATASETS.base is Dataset
+
+
+def test_a_class_of_another_kind_is_refused():
+    with pytest.raises(KdbenchError, match=r"distiller .*Table.* is not a subclass of kdbench.contracts.Distiller"):
+        Registry(DISTILLERS).register(Table, plugin="p")
+
+
 def test_duplicates_are_refused_naming_both_plugins():
-    reg = Registry("distillers")
+    reg = Registry(DISTILLERS)
     reg.register(Thing, plugin="first")
     with pytest.raises(DuplicateName, match="'thing' is registered by both plugin 'first' and plugin 'second'"):
         reg.register(Thing, plugin="second")
 
 
 def test_unknown_name_lists_known_and_suggests():
-    reg = Registry("datasets")
-    reg.register(Thing, plugin="p")
+    reg = Registry(DATASETS)
+    reg.register(Table, plugin="p")
     with pytest.raises(UnknownName, match="unknown dataset 'thnig': did you mean 'thing'.*known: thing"):
         reg.get("thnig")
 
 
 def test_registration_needs_a_name():
-    with pytest.raises(TypeError, match="no `name`"):
-        Registry("students").register(object, plugin="p")
+    with pytest.raises(KdbenchError, match="no `name`"):
+        Registry(STUDENTS).register(object, plugin="p")
 
 
 def install_fake_dist(root, dist: str, entry: str, module: str, source: str) -> None:
@@ -58,9 +96,10 @@ def install_fake_dist(root, dist: str, entry: str, module: str, source: str) -> 
 def extra_plugins(tmp_path, monkeypatch):
     install_fake_dist(tmp_path, "broken-plugin", "broken", "broken_plugin", "raise ImportError('needs libfoo')\n")
     install_fake_dist(tmp_path, "clashing-plugin", "clashing", "clashing_plugin", """
+        from kdbench.contracts import Distiller
         from kdbench.hookspecs import hookimpl
 
-        class Impostor:
+        class Impostor(Distiller):
             name = "kd"
 
         @hookimpl

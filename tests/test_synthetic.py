@@ -33,12 +33,15 @@ def medium() -> SyntheticSleep:
 
 
 def test_hooks_register_the_three_classes_tiny_eeg_also_as_a_student():
+    import kdbench_plugins.students.tiny_3dcnn as cnn_plugin
+    import kdbench_plugins.teachers.tiny_eeg as eeg_plugin
+
     found = {}
-    for hook in ("register_datasets", "register_teachers", "register_students"):
-        found[hook] = []
-        getattr(plugin, hook)(found[hook].append)
+    for module, hook in ((plugin, "register_datasets"), (eeg_plugin, "register_teachers"),
+                         (eeg_plugin, "register_students"), (cnn_plugin, "register_students")):
+        getattr(module, hook)(found.setdefault(hook, []).append)
     assert found == {"register_datasets": [SyntheticSleep], "register_teachers": [TinyEEGNet],
-                     "register_students": [Tiny3DCNN, TinyEEGNet]}
+                     "register_students": [TinyEEGNet, Tiny3DCNN]}
     assert SyntheticSleep.name == "synthetic"
     assert (SyntheticSleep.default_teacher, SyntheticSleep.default_student) == (TinyEEGNet.name, Tiny3DCNN.name)
 

@@ -31,6 +31,8 @@ from ..errors import KdbenchError
 from ..paths import cache_dir
 
 FORMAT = 1
+#: the two inputs a sample carries (``kdbench.contracts`` re-exports it); a split asked for some of them leaves
+#: the others empty
 FIELDS = ("student", "teacher")
 
 
@@ -88,8 +90,11 @@ class ClipSplit(torch.utils.data.Dataset):
 
     def only(self, *fields: str) -> ClipSplit:
         """A view that decodes just these fields (a teacher pass need not decode video); the others are empty."""
+        wanted = tuple(f for f in FIELDS if f in fields)
+        if wanted == self.wanted:
+            return self
         view = copy.copy(self)
-        view.wanted = tuple(f for f in FIELDS if f in fields)
+        view.wanted = wanted
         return view
 
     # ----------------------------------------------------------------- cache

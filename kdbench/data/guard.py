@@ -12,25 +12,29 @@ from typing import Callable
 
 from ..errors import KdbenchError
 from ..paths import cache_dir
+from .clips import FIELDS
 from .report import DataReport, Problem
 
 
-def _stored(dataset) -> os.PathLike:
-    """Keyed by the content fingerprint and the folder: a copy elsewhere gets its own report (and its own path in it)."""
+def stored_report(dataset, fields: tuple[str, ...]) -> os.PathLike:
+    """Keyed by the content fingerprint, the folder and the fields checked: a copy elsewhere gets its own report
+    (and its own path in it), and a teacher-only check is not taken for a full one."""
     import hashlib
 
-    where = hashlib.sha256(str(getattr(dataset, "root", "")).encode()).hexdigest()[:12]
+    where = hashlib.sha256(f"{getattr(dataset, 'root', '')}|{','.join(fields)}".encode()).hexdigest()[:12]
     return cache_dir() / "checks" / f"{dataset.name}-{dataset.fingerprint()}-{where}.json"
 
 
-def check(dataset, *, progress: bool = False, echo: Callable[[str], None] = print, reuse: bool = True) -> DataReport:
-    """The dataset's report, from the store when its content is unchanged; stored after computing it."""
-    path = _stored(dataset)
+def check(dataset, *, fields: tuple[str, ...] = FIELDS, progress: bool = False,
+          echo: Callable[[str], None] = print, reuse: bool = True) -> DataReport:
+    """The dataset's report for what ``fields`` need, from the store when its content is unchanged; stored
+    after computing it."""
+    path = stored_report(dataset, fields)
     if reuse and path.exists():
         return DataReport.from_json(path.read_text())
     if reuse:
         echo(f"checking dataset {dataset.name!r} (once per content; `kdbench data check` prints the report)")
-    report = dataset.check(progress=progress)
+    report = dataset.check(fields=fields, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(report.to_json())
@@ -38,14 +42,15 @@ def check(dataset, *, progress: bool = False, echo: Callable[[str], None] = prin
     return report
 
 
-def require_usable(dataset, *, skip_bad: bool, progress: bool = False,
+def require_usable(dataset, *, skip_bad: bool, fields: tuple[str, ...] = FIELDS, progress: bool = False,
                    echo: Callable[[str], None] = print) -> list[Problem]:
-    """Refuse a dataset with problems, or with ``skip_bad`` leave out the items they name; returns those problems."""
-    from ..contracts import Dataset
+    """Refuse a dataset with problems in what ``fields`` need, or with ``skip_bad`` leave out the items they
+    name; returns those problems. A dataset held in memory has nothing on disk that could be bad."""
+    from ..contracts import FileDataset
 
-    if type(dataset).check is Dataset.check:  # generated in memory: nothing on disk that could be bad
+    if not isinstance(dataset, FileDataset):
         return []
-    report = check(dataset, progress=progress, echo=echo)
+    report = check(dataset, fields=fields, progress=progress, echo=echo)
     if report.usable:
         return []
     if not skip_bad:

@@ -1,5 +1,10 @@
-"""Training, evaluation, checkpoints and teacher weights. ``run`` is the entry point."""
+"""Training, evaluation, checkpoints and teacher weights.
 
-from .run import RunResult, run
+A run is :func:`prepare`\\ d (everything decided and refusable refused, nothing tracked) and then :func:`fit`\\ ted
+(the teacher's training if it needs one, stored teacher outputs, the student's epochs, tracked).
+"""
 
-__all__ = ["RunResult", "run"]
+from .fit import RunResult, fit, fit_teacher_only
+from .plan import Prepared, PreparedTeacher, prepare, prepare_teacher
+
+__all__ = ["Prepared", "PreparedTeacher", "RunResult", "fit", "fit_teacher_only", "prepare", "prepare_teacher"]

@@ -1,4 +1,4 @@
-"""Turn a resolved config into live objects: the dataset, the two networks, the distiller."""
+"""Turn a resolved config into live objects: the dataset, the two networks, the distiller (through the registry)."""
 
 from __future__ import annotations
 
@@ -16,24 +16,21 @@ from ..contracts import (
 )
 from ..errors import KdbenchError
 from ..plugins import Plugins
+from ..registry import BY_SECTION
 
-MODEL_KINDS = {"teacher": "teachers", "student": "students"}
+
+def build(section: str, config: RunConfig, plugins: Plugins, *args):
+    """The plugin a config names in ``section``, built with its validated options and ``args``."""
+    entry = plugins[BY_SECTION[section].name].get(getattr(config, section).name)
+    return entry.build(plugin_options(config, section, plugins), *args)
 
 
 def build_dataset(config: RunConfig, plugins: Plugins) -> Dataset:
-    entry = plugins["datasets"].get(config.dataset.name)
-    return entry.cls(plugin_options(config, "dataset", plugins), config.seed)
-
-
-def teacher_view(split):
-    """The split as the teacher alone needs it: file-backed splits then skip decoding the student's input."""
-    only = getattr(split, "only", None)
-    return only("teacher") if callable(only) else split
+    return build("dataset", config, plugins, config.seed)
 
 
 def build_model(section: str, config: RunConfig, plugins: Plugins, info: DatasetInfo) -> Model:
-    entry = plugins[MODEL_KINDS[section]].get(getattr(config, section).name)
-    return entry.cls(plugin_options(config, section, plugins), info)
+    return build(section, config, plugins, info)
 
 
 def feature_spec(model: Model, sample_input: torch.Tensor, what: str) -> FeatureSpec:
@@ -55,13 +52,11 @@ def build_distiller(config: RunConfig, plugins: Plugins, student: Model, teacher
                     device: torch.device, teacher_spec: FeatureSpec | None = None) -> Distiller:
     """``teacher_spec``, when known (from stored teacher outputs), spares the teacher a forward pass."""
     probe = collate([train_split[0]]).to(device)
-    ctx = DistillContext(
-        student=feature_spec(student, probe.student_input, f"student {config.student.name!r}"),
-        teacher=teacher_spec or feature_spec(teacher, probe.teacher_input, f"teacher {config.teacher.name!r}"),
-        num_classes=0, num_train=len(train_split), epochs=config.epochs)
-    if ctx.student.num_classes != ctx.teacher.num_classes:
-        raise KdbenchError(f"student {config.student.name!r} predicts {ctx.student.num_classes} classes but teacher "
-                           f"{config.teacher.name!r} predicts {ctx.teacher.num_classes}")
-    ctx = DistillContext(ctx.student, ctx.teacher, ctx.student.num_classes, ctx.num_train, ctx.epochs)
-    entry = plugins["distillers"].get(config.distiller.name)
-    return entry.cls(plugin_options(config, "distiller", plugins), ctx).to(device)
+    student_spec = feature_spec(student, probe.student_input, f"student {config.student.name!r}")
+    teacher_spec = teacher_spec or feature_spec(teacher, probe.teacher_input, f"teacher {config.teacher.name!r}")
+    if student_spec.num_classes != teacher_spec.num_classes:
+        raise KdbenchError(f"student {config.student.name!r} predicts {student_spec.num_classes} classes but teacher "
+                           f"{config.teacher.name!r} predicts {teacher_spec.num_classes}")
+    ctx = DistillContext(student_spec, teacher_spec, student_spec.num_classes, len(train_split), config.epochs)
+    distiller: Distiller = build("distiller", config, plugins, ctx)
+    return distiller.to(device)

@@ -1,4 +1,8 @@
-"""The training and evaluation loops, device-agnostic.
+"""The one training loop, for students and teachers alike, and evaluation; device-agnostic.
+
+A :class:`Training` holds everything one training needs, built once by :func:`training` (the one
+optimiser/scheduler/loader set-up); :func:`fit_epochs` runs its epochs and hands each epoch's losses and
+test scores to a callback that logs and checkpoints.
 
 Determinism: every epoch reseeds all RNGs from (seed, epoch) and the loader shuffles with its own
 generator seeded the same way, so an epoch's outcome depends only on the state at its start. That is
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -145,3 +150,79 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(to_cpu(v) for v in obj)
     return obj
+
+
+@dataclass
+class Training:
+    """One training, ready to run: what to optimise, with what loss, on which data, evaluated how."""
+
+    modules: list[nn.Module]                      # put in train mode each epoch; their parameters are optimised
+    loss_fn: LossFn                               # batch -> named loss terms (their sum is minimised)
+    forward: Callable[[Batch], ModelOutput]       # the evaluated network's forward on a batch
+    evaluated: list[nn.Module]                    # put in eval mode for evaluation
+    class_names: tuple[str, ...]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    train_data: torch.utils.data.DataLoader
+    test_data: torch.utils.data.DataLoader
+    generator: torch.Generator                    # the training loader's shuffling, reseeded every epoch
+    epochs: int
+    seed: int
+    device: torch.device
+    amp: bool
+    label: str = "epoch"                          # progress-bar prefix
+    on_epoch_start: Callable[[int], None] = field(default=lambda epoch: None)
+
+    def state(self) -> dict[str, Any]:
+        """The optimiser, scheduler and scaler state a checkpoint needs (modules are saved by their owner)."""
+        return {"optimizer": to_cpu(self.optimizer.state_dict()), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+    def evaluate(self):
+        return evaluate(self.forward, self.evaluated, self.test_data, self.class_names, device=self.device,
+                        amp=self.amp)
+
+
+def training(modules: list[nn.Module], loss_fn: LossFn, forward, evaluated: list[nn.Module], *, train_split,
+             test_split, class_names, optimizer: OptimizerConfig, schedule: ScheduleConfig, epochs: int,
+             batch_size: int, seed: int, num_workers: int, device: torch.device, amp: bool, label: str = "epoch",
+             on_epoch_start: Callable[[int], None] | None = None) -> Training:
+    """The one set-up of optimiser, schedule, scaler and loaders, for any training."""
+    optim = make_optimizer([p for m in modules for p in m.parameters()], optimizer)
+    generator = torch.Generator()
+    return Training(
+        modules=modules, loss_fn=loss_fn, forward=forward, evaluated=evaluated, class_names=tuple(class_names),
+        optimizer=optim, scheduler=make_scheduler(optim, schedule, epochs),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp),
+        train_data=loader(train_split, batch_size, shuffle=True, generator=generator, num_workers=num_workers,
+                          device=device),
+        test_data=loader(test_split, batch_size, shuffle=False, generator=None, num_workers=num_workers,
+                         device=device),
+        generator=generator, epochs=epochs, seed=seed, device=device, amp=amp, label=label,
+        on_epoch_start=on_epoch_start or (lambda epoch: None))
+
+
+EpochDone = Callable[[int, dict[str, float], Any], None]
+
+
+def fit_epochs(t: Training, start: int, *, progress: bool, after_epoch: EpochDone):
+    """Epochs ``start`` .. ``t.epochs - 1``: reseed from (seed, epoch), train, step the schedule, evaluate, then
+    ``after_epoch(epoch, losses, scores)``. Returns the last scores (None if no epoch ran)."""
+    scores = None
+    for epoch in range(start, t.epochs):
+        seed = epoch_seed(t.seed, epoch)
+        reseed(seed)
+        t.generator.manual_seed(seed)
+        t.on_epoch_start(epoch)
+        losses = train_epoch(t.loss_fn, t.modules, t.train_data, t.optimizer, device=t.device, scaler=t.scaler,
+                             epoch=epoch, progress=progress, desc=f"{t.label} {epoch + 1}/{t.epochs}")
+        t.scheduler.step()
+        scores = t.evaluate()
+        after_epoch(epoch, losses, scores)
+    return scores

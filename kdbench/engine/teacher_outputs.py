@@ -25,7 +25,6 @@ import torch
 
 from ..contracts import Dataset, FeatureSpec, Model, ModelOutput
 from . import loop
-from .build import teacher_view
 
 FORMAT = 1
 
@@ -78,7 +77,8 @@ def find(root: Path, key: str) -> TeacherOutputs | None:
 
 def compute(root: Path, key: str, teacher: Model, split, *, batch_size: int, num_workers: int,
             device: torch.device, amp: bool, progress: bool) -> TeacherOutputs:
-    """One pass of the frozen teacher over ``split`` (any order; rows are placed by ``Batch.index``)."""
+    """One pass of the frozen teacher over ``split`` (a teacher-only view; any order: rows are placed by
+    ``Batch.index``)."""
     from tqdm import tqdm
 
     final = root / key
@@ -87,7 +87,7 @@ def compute(root: Path, key: str, teacher: Model, split, *, batch_size: int, num
     tmp.mkdir(parents=True)
     try:
         arrays: dict[str, np.ndarray] = {}
-        data = loop.loader(teacher_view(split), batch_size, shuffle=False, generator=None, num_workers=num_workers, device=device)
+        data = loop.loader(split, batch_size, shuffle=False, generator=None, num_workers=num_workers, device=device)
         teacher.eval()
         with torch.no_grad():
             for batch in tqdm(data, desc="teacher outputs", leave=False, disable=not progress, unit="batch"):

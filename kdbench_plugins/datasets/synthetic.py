@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from kdbench.contracts import Dataset, DatasetInfo
+from kdbench.contracts import FIELDS, Dataset, DatasetInfo
 from kdbench.hookspecs import hookimpl
 from kdbench.options import PluginOptions
 
@@ -323,8 +323,9 @@ class SyntheticSleep(Dataset):
         )
         self._cache: dict[str, _Split] = {}
 
-    def split(self, name: str) -> torch.utils.data.Dataset:
-        """Generate a split on first use; each split has its own random stream, so sizes don't leak."""
+    def split(self, name: str, fields: tuple[str, ...] = FIELDS) -> torch.utils.data.Dataset:
+        """Generate a split on first use; each split has its own random stream, so sizes don't leak. Both
+        inputs are in memory, so every item carries both whatever ``fields`` asks for."""
         if name not in self.splits:
             raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(self.splits)}")
         if name not in self._cache:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from kdbench.contracts import Dataset
+from kdbench.contracts import FIELDS, FileDataset
 from kdbench.data import DataReport, Problem, files_fingerprint
 from kdbench.data.clips import ClipSplit, split_key
 from kdbench.options import PluginOptions
@@ -282,7 +282,7 @@ class SleepSplit(ClipSplit):
         return x
 
 
-class SleepDataset(Dataset):
+class SleepDataset(FileDataset):
     """Base of ``s3ve`` and ``sleepedf``: subclasses index nights in ``_index`` and decode in a reader."""
 
     splits = ("train", "val", "test")
@@ -323,12 +323,12 @@ class SleepDataset(Dataset):
 
     # ------------------------------------------------------------- splits
 
-    def split(self, name: str) -> SleepSplit:
+    def split(self, name: str, fields: tuple[str, ...] = FIELDS) -> SleepSplit:
         if name not in self.splits:
             raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(self.splits)}")
         if name not in self._split_cache:
             self._split_cache[name] = self._build_split(name)
-        return self._split_cache[name]
+        return self._split_cache[name].only(*fields)
 
     def _build_split(self, name: str) -> SleepSplit:
         keys: list[str] = []
@@ -373,7 +373,7 @@ class SleepDataset(Dataset):
 
     # ------------------------------------------------------------- the report
 
-    def check(self, progress: bool = False) -> DataReport:
+    def check(self, fields: tuple[str, ...] = FIELDS, progress: bool = False) -> DataReport:
         deep, deep_notes = self._deep_problems(progress)
         problems = list(self.problems) + deep
         bad = {k for p in problems for k in p.items}

@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from kdbench.contracts import Dataset, DatasetInfo
+from kdbench.contracts import FIELDS, DatasetInfo, FileDataset
 from kdbench.data import ClipSplit, DataReport, files_fingerprint, resolve_root
 from kdbench.data.clips import split_key
 from kdbench.options import PluginOptions
@@ -93,7 +93,7 @@ def audio_length(options: UCF51Options) -> int:
     return int(round(options.audio_seconds * media.AUDIO_RATE))
 
 
-class UCF51(Dataset):
+class UCF51(FileDataset):
     """UCF101's 51 audio classes: RGB clips (student) and Cnn14 audio embeddings or 32 kHz audio (teacher)."""
 
     name = "ucf51"
@@ -132,13 +132,13 @@ class UCF51(Dataset):
 
     # ----------------------------------------------------------------- splits
 
-    def split(self, name: str) -> UCF51Split:
+    def split(self, name: str, fields: tuple[str, ...] = FIELDS) -> UCF51Split:
         if name not in self.splits:
             raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(self.splits)}")
         if name not in self._splits:
             keys = self.index.members(name, self._skipped)
             self._splits[name] = UCF51Split(self, keys, split_key(self.name, self.fingerprint(), name))
-        return self._splits[name]
+        return self._splits[name].only(*fields)
 
     def skip(self, keys: frozenset[str]) -> None:
         self._skipped = self._skipped | frozenset(keys)
@@ -161,7 +161,7 @@ class UCF51(Dataset):
 
     # ----------------------------------------------------------------- check
 
-    def check(self, progress: bool = False) -> DataReport:
+    def check(self, fields: tuple[str, ...] = FIELDS, progress: bool = False) -> DataReport:
         from .checks import deep_problems
 
         ix = self.index

@@ -1,0 +1,121 @@
+"""Fitting a prepared run: the teacher's training if it needs one, its stored outputs, then the student's epochs,
+tracked, with a checkpoint after every epoch.
+
+Once the tracked run starts it ends FINISHED, FAILED or KILLED. The checkpoint is written atomically to
+``<output_dir>/<config_hash>/checkpoint.pt``; a run prepared with ``resume=True`` continues from it, in the
+same tracked run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import __version__
+from ..metrics import Scores, score
+from ..tracking import MlflowTracker, Tracker, flatten, source_commit, tracking_uri
+from . import loop, teacher_outputs
+from .checkpoint import save_atomic
+from .plan import Prepared, PreparedTeacher, outputs_keys, outputs_root
+from .teacher import TEACHER_FIELDS, TeacherSource, fit_teacher
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    config_hash: str
+    scores: Scores
+    teacher_scores: Scores
+    history: list[dict[str, float]]
+
+
+def default_tracker(config) -> Tracker:
+    return MlflowTracker(tracking_uri(config.tracking.uri), config.tracking.experiment)
+
+
+def fit(p: Prepared, *, tracker: Tracker | None = None, progress: bool = True, echo=print) -> RunResult:
+    config = p.config
+    tracker = tracker or default_tracker(config)
+    if p.teacher_fit is not None:
+        echo(f"teacher: no checkpoint given; training {config.teacher.name!r} on {config.dataset.name!r} "
+             f"for {config.teacher_training.epochs} epochs (cached for later runs)")
+        _, p.source = fit_teacher(config, p.dataset, p.teacher, p.teacher_fit, tracker, progress=progress, echo=echo)
+        if not p.trains_teacher:
+            p.teacher.requires_grad_(False)
+    elif p.source.kind == "cache":
+        echo(f"teacher: reusing {p.source.location}")
+    if p.store:
+        keys = outputs_keys(config, p.dataset, p.teacher) if len(p.stored) < 2 else {}
+        for split, key in keys.items():
+            if split not in p.stored:
+                echo(f"teacher outputs: one pass over the {split} split, stored for later runs")
+                p.stored[split] = teacher_outputs.compute(
+                    outputs_root(), key, p.teacher, p.dataset.split(split, TEACHER_FIELDS), batch_size=config.batch_size,
+                    num_workers=config.num_workers, device=p.device, amp=p.amp, progress=progress)
+    return fit_student(p, tracker, progress=progress, echo=echo)
+
+
+def fit_teacher_only(p: PreparedTeacher, *, tracker: Tracker | None = None, progress: bool = True,
+                     echo=print) -> tuple[dict[str, float], TeacherSource]:
+    """``kdbench teacher train``: the teacher's training, tracked and cached; returns (test metrics, source)."""
+    tracker = tracker or default_tracker(p.config)
+    return fit_teacher(p.config, p.dataset, p.teacher, p.training, tracker, progress=progress, echo=echo)
+
+
+def student_tags(p: Prepared) -> dict[str, str]:
+    config = p.config
+    tags = {"kdbench.role": "student", "kdbench.dataset": config.dataset.name, "kdbench.teacher": config.teacher.name,
+            "kdbench.student": config.student.name, "kdbench.distiller": config.distiller.name,
+            "kdbench.seed": str(config.seed), "kdbench.config_hash": p.digest, "kdbench.version": __version__,
+            "kdbench.teacher_source": f"{p.source.kind}:{p.source.location}"}
+    if p.source.run_id:
+        tags["kdbench.teacher_run_id"] = p.source.run_id
+    if commit := source_commit():
+        tags["kdbench.git_commit"] = commit
+    return tags
+
+
+def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) -> RunResult:
+    config, info, t = p.config, p.dataset.info, p.training
+    state = p.resume_state
+    start, run_id, history = (state["epoch"], state["run_id"], list(state["history"])) if state else (0, None, [])
+    name = f"{config.distiller.name}-{config.dataset.name}-{config.student.name}-s{config.seed}"
+    with tracker.run(name=name, tags=student_tags(p), run_id=run_id) as run_id:
+        if start == 0:
+            tracker.log_params(flatten(config.model_dump(mode="json")))
+            tracker.log_dict(config.model_dump(mode="json"), "config.json")
+            if p.skipped:
+                tracker.log_dict({"problems": [{"file": s.file, "message": s.message, "items": list(s.items)}
+                                               for s in p.skipped]}, "skipped_items.json")
+                tracker.log_metrics({"data_skipped_items": sum(len(s.items) for s in p.skipped)})
+            if p.stored:
+                kept = p.stored["test"]
+                teacher_scores = score(np.asarray(kept.label), np.asarray(kept.logits).argmax(1), info.class_names)
+            else:
+                teacher_scores = loop.evaluate(lambda b: p.teacher(b.teacher_input), [p.teacher], t.test_data,
+                                               info.class_names, device=p.device, amp=p.amp)
+            tracker.log_metrics(teacher_scores.as_dict("teacher_"))
+        else:
+            teacher_scores = Scores(info.class_names, state["teacher_confusion"])
+
+        def after_epoch(epoch, losses, scores):
+            metrics = {**losses, **scores.as_dict(), "lr": t.scheduler.get_last_lr()[0]}
+            tracker.log_metrics(metrics, step=epoch + 1)
+            history.append(metrics)
+            echo(f"epoch {epoch + 1}/{t.epochs}: loss {losses['loss']:.4f}  accuracy {scores.accuracy:.3f}  "
+                 f"mf1 {scores.mf1:.3f}  kappa {scores.kappa:.3f}")
+            save_atomic({"format": 1, "config_hash": p.digest, "epoch": epoch + 1, "run_id": run_id,
+                         "history": history, "teacher_confusion": teacher_scores.confusion,
+                         "student": loop.to_cpu(p.student.state_dict()),
+                         "distiller": loop.to_cpu(p.distiller.state_dict()),
+                         "teacher": loop.to_cpu(p.teacher.state_dict()) if p.trains_teacher else None,
+                         **t.state()}, p.checkpoint)
+
+        scores = loop.fit_epochs(t, start, progress=progress, after_epoch=after_epoch)
+        if scores is None:  # resumed a run that had already finished its epochs
+            scores = t.evaluate()
+        tracker.log_metrics(scores.as_dict("final_"))
+        tracker.log_confusion(scores.confusion, info.class_names,
+                              f"{config.distiller.name}: {config.student.name} on {config.dataset.name}")
+    return RunResult(run_id, p.digest, scores, teacher_scores, history)

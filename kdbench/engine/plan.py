@@ -1,0 +1,167 @@
+"""Preparing a run: every decision made and everything refusable refused, before anything is trained or tracked.
+
+:func:`prepare` turns a resolved config into a :class:`Prepared` run: the dataset (checked), both networks, the
+teacher's source (checkpoint, cache, or "train", decided once; loaded now if it exists), the stored teacher
+outputs that already exist, the distiller (built against both networks' widths), the optimiser and loaders,
+and the checkpoint to resume. Nothing here starts a tracked run, so a refusal leaves nothing behind. A worker
+process (a sweep cell, a DDP rank) receives a config, prepares and fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import RunConfig, config_hash
+from ..contracts import Dataset, Distiller, Model
+from ..data.guard import require_usable
+from ..data.report import Problem
+from ..paths import cache_dir
+from ..plugins import Plugins
+from ..tracking import tracking_uri
+from . import loop, teacher_outputs
+from .build import build_dataset, build_distiller, build_model
+from .checkpoint import load
+from .teacher import (
+    TEACHER_FIELDS,
+    TeacherSource,
+    decide_source,
+    load_weights,
+    teacher_training,
+)
+
+
+@dataclass
+class Prepared:
+    """A run ready to fit. ``stored`` (split → teacher outputs) is completed by :func:`kdbench.engine.fit`
+    when the teacher had to be trained first."""
+
+    config: RunConfig
+    digest: str
+    device: torch.device
+    amp: bool
+    dataset: Dataset
+    skipped: list[Problem]
+    teacher: Model
+    student: Model
+    distiller: Distiller
+    source: TeacherSource
+    teacher_fit: loop.Training | None     # the teacher's training, when the source is "train"
+    trains_teacher: bool                  # the distiller trains the teacher with the student
+    store: bool                           # the frozen teacher's outputs are stored and looked up
+    stored: dict[str, teacher_outputs.TeacherOutputs]
+    training: loop.Training               # the student's
+    checkpoint: Path
+    resume_state: dict[str, Any] | None = None
+
+
+def outputs_root() -> Path:
+    return cache_dir() / "teacher-outputs"
+
+
+def outputs_keys(config: RunConfig, dataset: Dataset, teacher: Model) -> dict[str, str]:
+    """The stored-outputs key of each split, for the teacher's current weights (hashed once)."""
+    weights = teacher_outputs.weights_digest(teacher)
+    return {split: teacher_outputs.outputs_key(config.teacher.name, config.teacher.options, weights,
+                                               config.dataset.name, dataset, split) for split in ("train", "test")}
+
+
+def checkpoint_path(config: RunConfig) -> Path:
+    return Path(config.output_dir) / config_hash(config) / "checkpoint.pt"
+
+
+def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progress: bool = True,
+            echo=print) -> Prepared:
+    device = loop.resolve_device(config.device)
+    amp = config.amp and device.type == "cuda"
+
+    loop.reseed(config.seed)
+    dataset = build_dataset(config, plugins)
+    skipped = require_usable(dataset, skip_bad=config.skip_bad, progress=progress, echo=echo)
+    info = dataset.info
+    train, test = dataset.split("train"), dataset.split("test")
+    teacher = build_model("teacher", config, plugins, info).to(device)
+    loop.reseed(config.seed)
+    student = build_model("student", config, plugins, info).to(device)
+    trains_teacher = plugins["distillers"].get(config.distiller.name).cls.trains_teacher
+    store = config.teacher_cache and not trains_teacher and type(dataset).fixed_teacher_inputs
+
+    source = decide_source(config, dataset)
+    stored: dict[str, teacher_outputs.TeacherOutputs] = {}
+    if source.kind != "train":
+        source = load_weights(teacher, source, tracking_uri(config.tracking.uri))
+        if store:
+            for split, key in outputs_keys(config, dataset, teacher).items():
+                if found := teacher_outputs.find(outputs_root(), key):
+                    stored[split] = found
+    spec = stored["train"].spec if "train" in stored else None
+    distiller = build_distiller(config, plugins, student, teacher, train, device, teacher_spec=spec)
+    teacher_fit = teacher_training(config, dataset, teacher, device) if source.kind == "train" else None
+    if not trains_teacher and teacher_fit is None:
+        teacher.requires_grad_(False)
+
+    def teacher_forward(batch):
+        if trains_teacher:
+            return teacher(batch.teacher_input)
+        if stored:
+            return stored["train"].lookup(batch.index, device)
+        with torch.no_grad():
+            return teacher(batch.teacher_input).detach()
+
+    def loss_fn(batch):
+        with loop.autocast(device, amp):  # the networks in mixed precision, the distiller in float32
+            student_out, teacher_out = student(batch.student_input), teacher_forward(batch)
+        return distiller(student_out.float(), teacher_out.float(), batch)
+
+    def on_epoch_start(epoch: int) -> None:
+        distiller.on_epoch_start(epoch)
+        if not trains_teacher:
+            teacher.eval()
+
+    modules = [student, distiller] + ([teacher] if trains_teacher else [])
+    training = loop.training(
+        modules, loss_fn, lambda b: student(b.student_input), [student], train_split=train, test_split=test,
+        class_names=info.class_names, optimizer=config.optimizer, schedule=config.schedule, epochs=config.epochs,
+        batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers, device=device, amp=amp,
+        on_epoch_start=on_epoch_start)
+
+    path = checkpoint_path(config)
+    state = None
+    if resume and path.exists():
+        state = load(path)
+        student.load_state_dict(state["student"])
+        distiller.load_state_dict(state["distiller"])
+        if trains_teacher:
+            teacher.load_state_dict(state["teacher"])
+        training.load_state(state)
+        echo(f"resuming run {state['run_id']} after epoch {state['epoch']} from {path}")
+    elif resume:
+        echo(f"no checkpoint at {path}; starting from the beginning")
+    elif path.exists():
+        echo(f"note: overwriting the checkpoint at {path} (pass --resume to continue it instead)")
+    return Prepared(config=config, digest=config_hash(config), device=device, amp=amp, dataset=dataset,
+                    skipped=skipped, teacher=teacher, student=student, distiller=distiller, source=source,
+                    teacher_fit=teacher_fit, trains_teacher=trains_teacher, store=store, stored=stored,
+                    training=training, checkpoint=path, resume_state=state)
+
+
+@dataclass
+class PreparedTeacher:
+    """A teacher's own training, ready to fit (``kdbench teacher train``): only the teacher's data is read."""
+
+    config: RunConfig
+    dataset: Dataset
+    teacher: Model
+    training: loop.Training
+
+
+def prepare_teacher(config: RunConfig, plugins: Plugins, *, progress: bool = True, echo=print) -> PreparedTeacher:
+    device = loop.resolve_device(config.device)
+    loop.reseed(config.seed)
+    dataset = build_dataset(config, plugins)
+    require_usable(dataset, skip_bad=config.skip_bad, fields=TEACHER_FIELDS, progress=progress, echo=echo)
+    teacher = build_model("teacher", config, plugins, dataset.info).to(device)
+    return PreparedTeacher(config, dataset, teacher, teacher_training(config, dataset, teacher, device))
