@@ -1,10 +1,12 @@
-"""KD (Hinton et al. 2015) and the baseline."""
+"""KD (Hinton et al. 2015), its softened KL (shared with CRD and FitNet) and the baseline."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from kdbench_plugins.distillers.baseline import Baseline
 from kdbench_plugins.distillers.kd import KD
+from kdbench_plugins.distillers.soft import softened_kl
 
 from .conftest import ABS64, REL64, assert_gradients_flow, make_pair
 
@@ -30,3 +32,16 @@ def test_kd_equals_the_formula(pair64):
     manual = (p_t * (p_t.log() - F.log_softmax(s_out.logits / 2, dim=1))).sum(1).mean() * 4 * 0.7
     assert torch.allclose(losses["kd"], manual, rtol=REL64, atol=ABS64)
     assert torch.allclose(losses["ce"], 0.3 * F.cross_entropy(s_out.logits, pair.batch.label))
+
+
+def test_softened_kl_is_the_weighted_t_squared_kl_of_the_softened_distributions():
+    gen = torch.Generator().manual_seed(2)
+    s, t = (torch.randn(6, 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    p_t = F.softmax(t / 3, dim=1)
+    kl = float((p_t * (p_t.log() - F.log_softmax(s / 3, dim=1))).sum(1).mean())  # KL(teacher ‖ student)
+    assert kl > 0.01
+    assert softened_kl(s, t, 3.0).item() == pytest.approx(9 * kl, rel=REL64)
+    assert softened_kl(s, t, 3.0, weight=0.5).item() == pytest.approx(4.5 * kl, rel=REL64)
+    assert softened_kl(s, t, 3.0, weight=0.5, t_squared=False).item() == pytest.approx(0.5 * kl, rel=REL64)
+    assert softened_kl(t, s, 3.0).item() != pytest.approx(9 * kl, rel=1e-3)  # the direction matters
+    assert softened_kl(s, s, 3.0).item() == 0.0
