@@ -44,8 +44,10 @@ class Embed(nn.Module):
         self.linear = nn.Linear(d_in, d_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        # float32 before normalising: under CUDA autocast the linear output is fp16.
-        return F.normalize(self.linear(x.flatten(1)).float(), dim=1)
+        # at least float32 before normalising: under CUDA autocast the linear output is fp16 (a float64
+        # module, as in the float64 tests, stays float64)
+        z = self.linear(x.flatten(1))
+        return F.normalize(z.to(torch.promote_types(z.dtype, torch.float32)), dim=1)
 
 
 class ContrastMemory(nn.Module):
@@ -98,7 +100,8 @@ class ContrastMemory(nn.Module):
             raise KdbenchError(f"sample index {int(index.max())} is outside the training split's 0..{self.num_train - 1}: "
                                "the dataset must give each sample its position in the split (Batch.index)")
         with torch.autocast(z_s.device.type, enabled=False):
-            z_s, z_t = z_s.float(), z_t.float()
+            # the banks' dtype: float32 unless the module was cast (fp16 anchors under autocast are widened)
+            z_s, z_t = z_s.to(self.bank_student.dtype), z_t.to(self.bank_student.dtype)
             if self.negatives == "other-classes" and self.training:
                 self.labels[index] = label
             idx = torch.cat([index[:, None], self.sample(index, label)], dim=1)

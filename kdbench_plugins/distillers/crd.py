@@ -32,6 +32,7 @@ from kdbench.hookspecs import hookimpl
 from kdbench.options import PluginOptions
 
 from .contrast import ContrastMemory, Embed, NCECritic
+from .soft import softened_kl
 
 
 class CRDOptions(PluginOptions):
@@ -74,10 +75,7 @@ class CRD(Distiller):
         losses = {"ce": o.ce_weight * F.cross_entropy(student.logits, batch.label),
                   "crd": o.crd_weight * (self.critic_s(sim_s) + self.critic_t(sim_t))}
         if o.kd_weight > 0:
-            t = o.kd_temperature
-            kl = F.kl_div(F.log_softmax(student.logits / t, dim=1), F.log_softmax(teacher.logits / t, dim=1),
-                          reduction="batchmean", log_target=True)
-            losses["kd"] = o.kd_weight * t * t * kl
+            losses["kd"] = softened_kl(student.logits, teacher.logits, o.kd_temperature, o.kd_weight)
         return losses
 
 

@@ -40,6 +40,8 @@ from kdbench.errors import KdbenchError
 from kdbench.hookspecs import hookimpl
 from kdbench.options import PluginOptions
 
+from .soft import softened_kl
+
 
 class FitNetOptions(PluginOptions):
     hint: Literal["stage", "embedding"] = Field(
@@ -119,10 +121,8 @@ class FitNet(Distiller):
         zero = student.logits.new_zeros(())  # a constant: inactive terms must not touch any parameter
         if self.in_hint_stage:
             return {"ce": zero, "hint": o.hint_weight * self.hint_loss(student, teacher), "kd": zero}
-        t = o.kd_temperature
-        kd = F.kl_div(F.log_softmax(student.logits / t, dim=1), F.log_softmax(teacher.logits.detach() / t, dim=1),
-                      reduction="batchmean", log_target=True)
-        return {"ce": ce, "hint": zero, "kd": self.kd_weight() * kd}
+        kd = softened_kl(student.logits, teacher.logits.detach(), o.kd_temperature, self.kd_weight(), t_squared=False)
+        return {"ce": ce, "hint": zero, "kd": kd}
 
 
 @hookimpl

@@ -13,6 +13,8 @@ from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
 from kdbench.options import PluginOptions
 
+from .soft import softened_kl
+
 
 class KDOptions(PluginOptions):
     temperature: float = Field(4.0, gt=0, description="softening temperature T (benchmark suites' value)")
@@ -27,11 +29,9 @@ class KD(Distiller):
     Options = KDOptions
 
     def forward(self, student, teacher, batch):
-        t = self.options.temperature
-        soft = F.kl_div(F.log_softmax(student.logits / t, dim=-1), F.log_softmax(teacher.logits / t, dim=-1),
-                        reduction="batchmean", log_target=True)
-        return {"ce": self.options.ce_weight * F.cross_entropy(student.logits, batch.label),
-                "kd": self.options.kd_weight * t * t * soft}
+        o = self.options
+        return {"ce": o.ce_weight * F.cross_entropy(student.logits, batch.label),
+                "kd": softened_kl(student.logits, teacher.logits, o.temperature, o.kd_weight)}
 
 
 @hookimpl
