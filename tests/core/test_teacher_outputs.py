@@ -57,7 +57,7 @@ def test_stored_outputs_equal_a_live_forward(workdir, cli):
 
     import tomllib
 
-    from conftest import TINY as TINY_TOML
+    from tests.conftest import TINY as TINY_TOML
 
     config = resolve([tomllib.loads(TINY_TOML), {"distiller": {"name": "kd"}}], plugins())
     dataset = build_dataset(config, plugins())

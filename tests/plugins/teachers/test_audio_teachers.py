@@ -25,7 +25,7 @@ from kdbench_plugins.teachers.audio import Cnn14Emb512Teacher, Cnn14Teacher
 from kdbench_plugins.teachers.audio.network import MIN_SAMPLES, frames, spec_augment
 from kdbench_plugins.teachers.audio.cnn14 import read_panns_file
 
-FIXTURES = Path(__file__).parent / "fixtures" / "checkpoint_keys"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoint_keys"
 CLASSES = ("a", "b", "c")
 SECOND = 32000
 CLIP = SECOND  # 1 s: 101 frames, 3 left after the five poolings (so max and mean over time differ)

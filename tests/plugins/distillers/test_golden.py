@@ -4,7 +4,7 @@ For each registered built-in distiller, ``CASES`` names one or more runs (option
 ``make_pair(seed=0, dtype=float64)``, seeds torch with 1, builds the distiller with those options, calls
 ``on_epoch_start(epoch)`` and records every loss term before and after one SGD step (lr 0.1) on student +
 distiller (``one_step``), all with float64 as torch's default dtype, so that every weight, buffer and random
-draw (memory banks included) is made in float64. The values are compared with ``tests/golden/<name>.json``.
+draw (memory banks included) is made in float64. The values are compared with ``tests/plugins/distillers/golden/<name>.json``.
 
 Why float64: float32 reductions round differently on different CPU instruction sets, and values frozen on
 one CPU failed on another (PKT: 5e-5 relative); so do seeded float32 draws (see conftest.py). In float64
@@ -12,7 +12,7 @@ the same computations agree to ~1e-13 across CPUs, so the tolerance can be REL64
 conftest.py): far below any change of a method's arithmetic, and below float32 precision, so a method that
 quietly computes in float32 fails too.
 
-Freezing: ``KDBENCH_FREEZE_GOLDEN=1 pytest tests/distillers/test_golden.py`` rewrites the files from the code
+Freezing: ``KDBENCH_FREEZE_GOLDEN=1 pytest tests/plugins/distillers/test_golden.py`` rewrites the files from the code
 under test (never by hand); each file records the reason, the runs and that it was computed in float64.
 A registered built-in distiller without a case or without a golden file fails, as does a golden file of
 no registered distiller.
@@ -33,7 +33,7 @@ from kdbench.plugins import load_plugins
 
 from .conftest import ABS64, REL64, default_dtype, make_pair, one_step
 
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 FREEZE = os.environ.get("KDBENCH_FREEZE_GOLDEN") == "1"
 DTYPE = torch.float64
 SEEDS = "make_pair(seed=0) (student 20→16→24→32, teacher 30→12→36→48, 5 classes, batch 8, num_train 64), " \

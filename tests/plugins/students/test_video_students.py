@@ -25,7 +25,7 @@ from kdbench_plugins.students.video.common import KINETICS_HARA, KINETICS_TORCHV
 from kdbench_plugins.students.video.hara import mid_width
 from kdbench_plugins.students.video.weights import load_pretrained
 
-FIXTURES = Path(__file__).parent / "fixtures" / "checkpoint_keys"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoint_keys"
 BY_NAME = {cls.name: cls for cls in STUDENTS}
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_process
+from tests.conftest import run_process
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]
 PACKAGE = HERE / "fixtures" / "kdbench-example-plugin"
 DOCS = HERE.parent / "docs" / "plugins.md"
 
