@@ -61,6 +61,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _fields(text: str) -> tuple[str, ...]:
+    """``--fields student,teacher`` as a tuple in the order of ``FIELDS``; an unknown field is refused."""
+    from .clips import FIELDS
+
+    given = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [part for part in given if part not in FIELDS]
+    if unknown or not given:
+        raise KdbenchError(f"--fields {text!r}: give one or more of {', '.join(FIELDS)}, separated by commas")
+    return tuple(f for f in FIELDS if f in given)
+
+
 def _progress() -> bool:
     return sys.stderr.isatty()
 
@@ -118,12 +129,16 @@ def synth_cmd(name, root, subjects, clips_per_class, seed, sets) -> None:
 @click.option("--root", help="the dataset's folder (default $KDBENCH_DATA/<name>)")
 @click.option("--seed", type=int, default=0, show_default=True, help="the run seed (seeded splits depend on it)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="one dataset option (repeatable)")
-def check_cmd(name, root, seed, sets) -> None:
+@click.option("--fields", default="student,teacher", show_default=True, metavar="FIELD[,FIELD]",
+              help="the inputs whose files are checked: student,teacher (what `kdbench run` reads) or teacher (what "
+                   "`kdbench teacher train` reads, e.g. stored embeddings without the videos)")
+def check_cmd(name, root, seed, sets, fields) -> None:
     """Validate every file of dataset NAME and print one report; exit 0 only if it is usable as it is."""
     from .guard import check
 
+    wanted = _fields(fields)
     dataset = _dataset(name, root, sets, seed)
-    report = check(dataset, progress=_progress(), reuse=False)
+    report = check(dataset, fields=wanted, progress=_progress(), reuse=False)
     click.echo(report.render())
     if not report.usable:
         raise click.exceptions.Exit(1)
