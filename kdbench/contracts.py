@@ -123,7 +123,7 @@ class FileDataset(Dataset):
     """
 
     #: options of ``kdbench data synth NAME`` (None: no generator); each field is also a flag of that
-    #: command (``subjects`` → ``--subjects N``).
+    #: command (``field_name`` → ``--field-name VALUE``; a boolean also ``--field-name/--no-field-name``).
     SynthOptions: ClassVar[type[BaseModel] | None] = None
 
     @classmethod

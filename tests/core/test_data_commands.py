@@ -54,3 +54,63 @@ def test_prepare_skips_an_empty_split_and_prepares_the_others(tmp_path, cli):
     for split in ("train", "test"):
         count, _, path = lines[split].partition(" in ")
         assert count.split()[1] == "items," and int(count.split()[0]) > 0 and (Path(path) / "meta.json").exists(), lines[split]
+
+
+def test_synth_flags_are_the_generator_options(tmp_path, cli):
+    """Every field of the dataset's SynthOptions is a flag (hyphens for underscores, `--key=value` too), and a
+    flag wins over --set."""
+    made = cli("data", "synth", "s3ve", "--root", str(tmp_path / "two"), "--set", "subjects=4", "--subjects", "2",
+               "--epochs=4", "--csv-every", "1")
+    assert made.code == 0, made.err
+    assert "S001: 4 epochs" in made.err and "S002: 4 epochs" in made.err
+    hypnograms = sorted(str(p.relative_to(tmp_path / "two")) for p in (tmp_path / "two").glob("*/hypnogram.*"))
+    assert hypnograms == ["S001/hypnogram.csv", "S002/hypnogram.csv"]   # csv_every 1: every night's is a CSV
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--subjectz", "2"], "unknown option --subjectz; its options are --root, --seed, --set KEY=VALUE and the "
+                          "generator's: --subjects, --epochs, --eeg-rate, --fps, --width, --height, --csv-every"),
+    (["--subjects"], "--subjects needs a value"),
+    (["--subjects", "2", "stray"], "unexpected argument 'stray'"),
+    (["--no-subjects"], "unknown option --no-subjects"),            # not a true/false option
+    (["--subjects", "two"], "subjects = 'two': Input should be a valid integer"),
+])
+def test_synth_refuses_a_bad_flag_in_one_line(tmp_path, cli, args, says):
+    refused = cli("data", "synth", "s3ve", "--root", str(tmp_path / "x"), *args)
+    assert refused.code == 2 and not (tmp_path / "x").exists()
+    [line] = refused.err.strip().splitlines()
+    assert line.startswith("kdbench: error: ") and says in line, line
+
+
+def test_synth_wants_the_name_before_the_generator_flags(tmp_path, cli):
+    refused = cli("data", "synth", "--subjects", "2", "s3ve", "--root", str(tmp_path / "x"))
+    assert refused.code == 2 and refused.err.strip().splitlines() == [
+        "kdbench: error: kdbench data synth: give the dataset's NAME before the generator's options (--subjects came "
+        "first): kdbench data synth NAME --root DIR [--option-name VALUE ...]"]
+
+
+def test_synth_flags_parse_like_set_values_and_booleans_take_both_forms():
+    from kdbench.data.commands import _option_flags
+    from kdbench.options import PluginOptions
+
+    class Options(PluginOptions):
+        noisy: bool = False
+        maybe: bool | None = None
+        sizes: list[int] = [1]
+        label: str = "x"
+        scale: float = 1.0
+
+    parse = lambda *args: _option_flags(list(args), Options, "here")  # noqa: E731
+    assert parse("--noisy") == {"noisy": True} and parse("--no-noisy") == {"noisy": False}
+    assert parse("--noisy", "false", "--scale", "-2.5") == {"noisy": False, "scale": -2.5}
+    assert parse("--noisy", "--maybe=true") == {"noisy": True, "maybe": True}
+    assert parse("--sizes", "[2, 3]", "--label", "two words") == {"sizes": [2, 3], "label": "two words"}
+    assert parse("--label", "7") == {"label": 7}          # TOML, as --set: the option's validation decides
+    with pytest.raises(Exception, match="unknown option --no-scale"):
+        parse("--no-scale")
+
+
+def test_synth_help_points_at_the_generator_options(cli):
+    shown = cli("data", "synth", "--help")
+    assert shown.code == 0 and "kdbench show dataset" in " ".join(shown.out.split())
+    assert "--subjects" not in shown.out and "--clips-per-class" not in shown.out

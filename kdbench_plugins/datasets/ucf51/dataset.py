@@ -19,11 +19,13 @@ from kdbench.options import PluginOptions
 
 from ...shared import media
 from . import index as indexing
+from .index import EMBEDDING, VIDEO
 from .layout import EMBED_DIM, read_class_index
 from .synth import SynthOptions, write_dataset
 
-#: bump when decoding changes, so prepared clips and stored checks keyed on the fingerprint are redone.
-LOADER_VERSION = 1
+#: bump when decoding or checking changes, so prepared clips and stored checks keyed on the fingerprint are
+#: redone (2: a check for the teacher alone no longer asks for the videos).
+LOADER_VERSION = 2
 AUDIO_SCALE = 32768.0  # the waveform is stored as int16: half the cache of float32, 16-bit like the source
 
 
@@ -63,9 +65,13 @@ class UCF51Split(ClipSplit):
         self.embeddings = dataset.index.embeddings
 
     def source(self, i: int) -> str:
-        if self.options.teacher_input == "embedding" and self.embeddings is not None:
-            return f"{self.videos[i]} + {self.embeddings.where.get(self.keys[i], 'no embedding')}"
-        return str(self.videos[i])
+        """The files the wanted fields read (a teacher on stored embeddings reads no video)."""
+        files, teacher = [], "teacher" in self.wanted
+        if "student" in self.wanted or teacher and self.options.teacher_input == "audio":
+            files.append(str(self.videos[i]))
+        if teacher and self.options.teacher_input == "embedding":
+            files.append(self.embeddings.where.get(self.keys[i], "no embedding") if self.embeddings else "no embedding")
+        return " + ".join(files)
 
     def decode(self, i: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
         o, path, out = self.options, self.videos[i], {}
@@ -130,9 +136,21 @@ class UCF51(FileDataset):
         self._splits: dict[str, UCF51Split] = {}
         self._fingerprint: str | None = None
 
+    def reads(self, fields: tuple[str, ...]) -> frozenset[str]:
+        """The kinds of file ``fields`` read: the student its video; the teacher its embedding, or with
+        teacher_input='audio' the video's audio track."""
+        kinds = {VIDEO} if "student" in fields else set()
+        if "teacher" in fields:
+            kinds.add(EMBEDDING if self.options.teacher_input == "embedding" else VIDEO)
+        return frozenset(kinds)
+
     # ----------------------------------------------------------------- splits
 
     def split(self, name: str, fields: tuple[str, ...] = FIELDS) -> UCF51Split:
+        """The clips assigned to split ``name``, whatever ``fields`` read: a teacher-only view has the same items
+        as the full split (the engine looks stored teacher outputs up by position), and decodes no video when
+        the teacher reads stored embeddings, so it works on a copy without videos (``check(("teacher",))``
+        does not ask for them)."""
         if name not in self.splits:
             raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(self.splits)}")
         if name not in self._splits:
@@ -166,9 +184,10 @@ class UCF51(FileDataset):
 
         ix = self.index
         # problems whose items were all left out by skip() are settled; dataset-level ones never are
-        problems = [p for p in ix.problems if not p.items or set(p.items) - self._skipped]
+        problems = [p for p in ix.problems_for(self.reads(fields)) if not p.items or set(p.items) - self._skipped]
         bad = {k for p in problems for k in p.items}
-        problems += deep_problems(self, [k for k in sorted(ix.assign) if k not in self._skipped], bad, progress)
+        problems += deep_problems(self, [k for k in sorted(ix.assign) if k not in self._skipped], bad, fields,
+                                  progress)
         bad = {k for p in problems for k in p.items} | set(self._skipped)
         found = {s: [k for k in ix.members(s, self._skipped)] for s in self.splits}
         usable = {s: [k for k in keys if k not in bad] for s, keys in found.items()}
@@ -184,6 +203,8 @@ class UCF51(FileDataset):
                 counts[s][k.split("/", 1)[0]] += 1
         notes.insert(0, self._class_note())
         notes.append(self._teacher_note())
+        if tuple(f for f in FIELDS if f in fields) != FIELDS:
+            notes.append(self._fields_note(fields))
         return DataReport(self.name, str(self.root), self.class_names, counts, problems, dict(ix.dropped), notes,
                           counts_are="usable" if shown is usable else "found")
 
@@ -202,6 +223,13 @@ class UCF51(FileDataset):
             if swapped:
                 note += f" and orders them differently ({swapped[0][1]} before {swapped[0][0]} there)"
         return note
+
+    def _fields_note(self, fields: tuple[str, ...]) -> str:
+        if "student" in fields:
+            return "checked for the student's input alone: the teacher's input was not checked"
+        if self.options.teacher_input == "embedding":
+            return "checked for the teacher's input alone (the embeddings): videos are neither needed nor checked"
+        return "checked for the teacher's input alone (the videos' audio tracks): their frames were not decoded"
 
     def _teacher_note(self) -> str:
         o = self.options

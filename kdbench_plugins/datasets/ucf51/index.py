@@ -4,6 +4,10 @@ A clip (key ``<Class>/v_<Class>_gXX_cYY``) is known when its video, its embeddin
 names it. The class list is the embeddings' class folders (sorted), so labels are 0..C-1 in that order.
 Nothing is decoded here; ``UCF51.check`` opens the files. Problems of one kind are gathered into one
 :class:`Problem` naming every item it spoils, with one example file.
+
+The index records per clip which files exist (its video, its embedding), and keeps the problems of a
+missing or bad file apart by the kind of file (:data:`VIDEO`, :data:`EMBEDDING`): a check reports those of
+the kinds its fields read (a teacher on stored embeddings reads no video), via :meth:`Index.problems_for`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from kdbench.data import Problem
 from . import layout
 from .embeddings import Embeddings
 from .layout import EMBEDDINGS, LISTS, UCF51_CLASSES, VIDEOS
+
+#: the kinds of file a clip has: its AVI (frames for the student, the audio track for an audio teacher) and
+#: its stored embedding
+VIDEO, EMBEDDING = "video", "embedding"
+FILE_KINDS = (VIDEO, EMBEDDING)
 
 
 def aggregate(entries: list[tuple[str, str, str]], folder: str, many: str, with_detail: bool = True) -> Problem:
@@ -44,15 +53,27 @@ class Index:
     class_names: tuple[str, ...] = ()
     embeddings: Embeddings | None = None
     videos: dict[str, Path] = field(default_factory=dict)          # clip key -> existing AVI
+    embedded: set[str] = field(default_factory=set)                # clip keys of our classes with an embedding
     assign: dict[str, str] = field(default_factory=dict)           # clip key -> "train" | "test"
     list_files: list[Path] = field(default_factory=list)
+    #: problems whatever the fields read (split lists, the class list, the archive as a whole)
     problems: list[Problem] = field(default_factory=list)
+    #: kind of file -> problems of clips whose file of that kind is missing or bad (and of no such files at all)
+    missing: dict[str, list[Problem]] = field(default_factory=lambda: {kind: [] for kind in FILE_KINDS})
     dropped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def video_path(self, key: str) -> Path:
         """Where clip ``key``'s AVI is (or would be)."""
         return self.videos.get(key) or self.root / VIDEOS / f"{key}.avi"
+
+    def has(self, key: str, kind: str) -> bool:
+        """Whether clip ``key``'s file of ``kind`` exists."""
+        return key in (self.videos if kind == VIDEO else self.embedded)
+
+    def problems_for(self, kinds) -> list[Problem]:
+        """The problems of a check that reads files of ``kinds`` (a subset of :data:`FILE_KINDS`)."""
+        return self.problems + [p for kind in FILE_KINDS if kind in kinds for p in self.missing[kind]]
 
     def members(self, split: str, skipped: frozenset[str]) -> list[str]:
         return sorted(k for k, side in self.assign.items() if side == split and k not in skipped)
@@ -73,7 +94,7 @@ def find_embeddings(root: Path, option: str | None, teacher_input: str, index: I
             message = (f"no embeddings: neither {EMBEDDINGS}/ nor {EMBEDDINGS}.tar.gz is in the root; set "
                        f"embeddings=PATH (a folder of <Class>/v_*.npy, or the release's .tar.gz)")
             if teacher_input == "embedding":
-                index.problems.append(Problem(f"{EMBEDDINGS}/", message))
+                index.missing[EMBEDDING].append(Problem(f"{EMBEDDINGS}/", message))
             else:
                 index.notes.append(f"{message}; the class list is the built-in UCF51 list")
             return None
@@ -137,8 +158,8 @@ def build(root: Path, embeddings: str | None, split: int, teacher_input: str) ->
     list_videos(index)
     classes = set(index.class_names)
     store = index.embeddings
-    with_embedding = {k for k in (store.keys if store else []) if k.split("/", 1)[0] in classes}
-    known = set(index.videos) | with_embedding
+    index.embedded = {k for k in (store.keys if store else []) if k.split("/", 1)[0] in classes}
+    known = set(index.videos) | index.embedded
     lists = layout.read_lists(root, split, classes, {k.lower(): k for k in known})
     if lists is not None:
         index.list_files = lists.files
@@ -165,19 +186,19 @@ def build(root: Path, embeddings: str | None, split: int, teacher_input: str) ->
             index.problems.append(aggregate([(k, f"{VIDEOS}/{k}.avi", detail) for k in unplaced], f"{VIDEOS}/",
                                             f"{len(unplaced)} clips are not named v_<Class>_gXX_cYY, so the group "
                                             f"rule cannot place them", with_detail=False))
-    _missing(index, lists, with_embedding, teacher_input)
-    if not index.assign and not any(not p.items for p in index.problems):
+    _missing(index, lists)
+    if not index.assign and not any(not p.items for p in index.problems_for(FILE_KINDS)):
         index.problems.append(Problem(f"{VIDEOS}/", f"no clips of the {len(classes)} classes found: expected "
                                                     f"{VIDEOS}/<Class>/v_<Class>_gXX_cYY.avi under the root"))
     return index
 
 
-def _missing(index: Index, lists, with_embedding: set[str], teacher_input: str) -> None:
-    """Problems of clips in a split whose files are absent or whose embedding header is wrong."""
+def _missing(index: Index, lists) -> None:
+    """Problems of clips in a split whose files are absent or whose embedding header is wrong, by kind of file
+    (a listed clip with no file at all is a problem whatever is read)."""
     store = index.embeddings
-    nowhere = [k for k in index.assign if k not in index.videos and k not in with_embedding]
+    nowhere = sorted(k for k in index.assign if not any(index.has(k, kind) for kind in FILE_KINDS))
     if lists is not None and nowhere:
-        nowhere.sort()
         sources = {lists.source[k] for k in nowhere}
         if len(nowhere) == 1:
             problem = Problem(lists.source[nowhere[0]], f"names {nowhere[0]}.avi, which has neither a video nor "
@@ -190,23 +211,21 @@ def _missing(index: Index, lists, with_embedding: set[str], teacher_input: str) 
     else:
         skip = set()
     total = len(index.assign)
-    no_video = [(k, f"{VIDEOS}/{k}.avi", "video missing") for k in index.assign if k not in index.videos
+    no_video = [(k, f"{VIDEOS}/{k}.avi", "video missing") for k in index.assign if not index.has(k, VIDEO)
                 and k not in skip]
     if no_video:
         where = f"{VIDEOS}/" if (index.root / VIDEOS).is_dir() else f"{VIDEOS}/, which does not exist"
-        index.problems.append(aggregate(no_video, f"{VIDEOS}/", f"{len(no_video)} of {total} videos missing under "
-                                        f"{where}", with_detail=False))
-    if teacher_input != "embedding" or store is None:
-        return
-    if store.error and not store.where:  # an unreadable archive: its one [dataset] problem says it all
+        index.missing[VIDEO].append(aggregate(no_video, f"{VIDEOS}/", f"{len(no_video)} of {total} videos missing "
+                                              f"under {where}", with_detail=False))
+    if store is None or store.error and not store.where:  # an unreadable archive: its one [dataset] problem says it all
         return
     sep = ":" if store.is_tar else "/"
     no_embedding = [(k, f"{store.display}{sep}{k}.npy", "embedding missing") for k in index.assign
-                    if k not in with_embedding and k not in skip]
+                    if not index.has(k, EMBEDDING) and k not in skip]
     if no_embedding:
-        index.problems.append(aggregate(no_embedding, f"{store.display}/", f"{len(no_embedding)} of {total} clips "
-                                        f"have no embedding", with_detail=False))
+        index.missing[EMBEDDING].append(aggregate(no_embedding, f"{store.display}/", f"{len(no_embedding)} of "
+                                                  f"{total} clips have no embedding", with_detail=False))
     faulty = [(k, store.where[k], store.faults[k]) for k in index.assign if k in store.faults]
     if faulty:
-        index.problems.append(aggregate(faulty, store.display, f"{len(faulty)} embeddings are not readable "
-                                        f"float32 ({layout.EMBED_DIM},) arrays"))
+        index.missing[EMBEDDING].append(aggregate(faulty, store.display, f"{len(faulty)} embeddings are not "
+                                                  f"readable float32 ({layout.EMBED_DIM},) arrays"))

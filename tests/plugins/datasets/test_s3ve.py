@@ -20,8 +20,8 @@ from kdbench.errors import KdbenchError
 
 SMALL = {"frames": 4, "height": 32, "width": 32}
 SETS = [a for k, v in SMALL.items() for a in ("--set", f"dataset.{k}={v}")]
-RUN = ["--distiller", "baseline", "--teacher", "tiny-eeg", "--student", "tiny-3dcnn", "--epochs", "1", "--set", "teacher_training.epochs=1",
-       "--set", "batch_size=8", "--no-progress", *SETS]
+RUN = ["--distiller", "baseline", "--teacher", "tiny-eeg", "--student", "tiny-3dcnn", "--epochs", "1",
+       "--set", "teacher_training.epochs=1", "--set", "batch_size=8", "--no-progress", *SETS]
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
 
 from kdbench.cli import main
 
-RUN = ["--distiller", "baseline", "--teacher", "tiny-eeg", "--student", "tiny-eeg", "--epochs", "1", "--set", "teacher_training.epochs=1",
-       "--no-progress"]
+RUN = ["--distiller", "baseline", "--teacher", "tiny-eeg", "--student", "tiny-eeg", "--epochs", "1",
+       "--set", "teacher_training.epochs=1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from kdbench.cli import main
 from kdbench.data.clips import FIELDS
 from kdbench_plugins.shared import media
 from kdbench_plugins.datasets.ucf51 import UCF51, UCF51Options, UCF51Split
+from kdbench_plugins.datasets.ucf51.index import FILE_KINDS
 from kdbench_plugins.datasets.ucf51.layout import EMBEDDINGS, LISTS, UCF51_CLASSES, VIDEOS, group_of
 
 TINY = ("--set", "frames=4", "--set", "height=32", "--set", "width=32")
@@ -168,7 +169,7 @@ def test_an_unreadable_embeddings_archive_is_one_line(generated, tmp_path, conte
     archive = tmp_path / f"{EMBEDDINGS}.tar.gz"
     archive.write_bytes(content)
     index = dataset(generated, embeddings=str(archive)).index
-    assert [p.line() for p in index.problems] == [                     # and no "102 of 102 clips have no embedding"
+    assert [p.line() for p in index.problems_for(FILE_KINDS)] == [    # and no "102 of 102 clips have no embedding"
         (f"{archive}: not a readable .tar.gz ({detail}); re-download it or point embeddings= at the unpacked "
          f"folder [dataset]")]
 
@@ -284,3 +285,69 @@ def test_a_run_on_damaged_data_stops_and_skip_bad_trains(data, workdir, cli, one
     path = mlflow.MlflowClient(workdir.uri).download_artifacts(run.info.run_id, "skipped_items.json", str(workdir.path))
     assert json.loads(Path(path).read_text())["problems"][0]["items"] == [victim]
     assert run.data.metrics["data_skipped_items"] == 1
+
+
+# --------------------------------------------------------------------------- the teacher's data alone
+
+
+def test_a_copy_without_videos_serves_the_teacher_and_is_refused_to_the_student(data):
+    keyed = dataset(data).split("test").key                # the clip-cache key while the videos are there
+    shutil.rmtree(data / VIDEOS)
+    copy = dataset(data)
+    full = copy.check()
+    assert [p.line() for p in full.problems] == [
+        f"{VIDEOS}/: 102 of 102 videos missing under {VIDEOS}/, which does not exist (e.g. "
+        f"{VIDEOS}/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi) [102 items]"]
+    teacher = copy.check(fields=("teacher",))
+    assert teacher.usable and teacher.counts_are == "usable"
+    assert sum(sum(c.values()) for c in teacher.counts.values()) == 102
+    assert any("videos are neither needed nor checked" in note for note in teacher.notes)
+    for side in ("train", "test"):                         # the same items as the full split, in the same order
+        assert copy.split(side, ("teacher",)).keys == copy.split(side).keys and len(copy.split(side)) > 0
+    test = copy.split("test", ("teacher",))
+    assert test.key != keyed                               # a cache prepared with the videos is not this one's
+    item = test[1]
+    assert item["student"].numel() == 0 and item["label"] == UCF51_CLASSES.index(test.keys[1].split("/")[0])
+    assert np.array_equal(item["teacher"].numpy(), np.load(data / EMBEDDINGS / f"{test.keys[1]}.npy"))
+    assert test.source(1) == f"{EMBEDDINGS}/{test.keys[1]}.npy"    # a read error would name the embedding alone
+
+
+def test_a_teacher_check_reports_what_the_teacher_reads(data):
+    video = avis(data)[5]
+    key = f"{video.parent.name}/{video.stem}"
+    _truncate(video, 0.5)                                  # the student's frames, not the teacher's embedding
+    assert dataset(data).check(fields=("teacher",)).usable
+    assert any(p.line().startswith(f"{VIDEOS}/{key}.avi: truncated") for p in dataset(data).check().problems)
+    (data / EMBEDDINGS / f"{key}.npy").unlink()            # what the teacher reads
+    report = dataset(data).check(fields=("teacher",))
+    assert [p.line() for p in report.problems] == [f"{EMBEDDINGS}/{key}.npy: embedding missing [1 item]"]
+    shutil.rmtree(data / VIDEOS)                           # an audio teacher reads the videos' audio tracks
+    audio = sorted(p.line() for p in dataset(data, teacher_input="audio").check(fields=("teacher",)).problems)
+    assert len(audio) == 2 and f"names {key}.avi, which has neither a video nor an embedding [1 item]" in audio[1]
+    assert audio[0].startswith(f"{VIDEOS}/: 101 of 102 videos missing under {VIDEOS}/, which does not exist")
+
+
+def test_teacher_train_on_embeddings_without_videos_and_a_student_run_refused(data, workdir, cli, one_thread):
+    shutil.rmtree(data / VIDEOS)
+    full = cli("data", "check", "ucf51", "--root", str(data), *TINY)
+    assert full.code == 1 and f"102 of 102 videos missing under {VIDEOS}/" in full.out
+    alone = cli("data", "check", "ucf51", "--root", str(data), *TINY, "--fields", "teacher")
+    assert alone.code == 0 and "no problems: usable" in alone.out, alone.out
+    assert rows(alone.out) == rows(full.out) and sum(rows(alone.out).values()) == 102
+    bad = cli("data", "check", "ucf51", "--root", str(data), "--fields", "teacher,video")
+    assert bad.code == 2 and bad.err.strip().splitlines() == [
+        "kdbench: error: --fields 'teacher,video': give one or more of student, teacher, separated by commas"]
+
+    trained = cli("teacher", "train", "--teacher", "precomputed", "--dataset", "ucf51", "--data-root", str(data),
+                  "--set", "teacher_training.epochs=2", "--no-progress", "--tracking-uri", workdir.uri)
+    assert trained.code == 0, trained.err
+    [run] = workdir.runs()
+    assert run.data.tags["kdbench.role"] == "teacher" and run.info.status == "FINISHED"
+    assert 0.0 <= run.data.metrics["final_accuracy"] <= 1.0
+
+    refused = cli("run", "--dataset", "ucf51", "--data-root", str(data), "--distiller", "kd", "--teacher",
+                  "precomputed", "--student", "tiny-3dcnn", *RUN_TINY, "--tracking-uri", workdir.uri)
+    assert refused.code == 2 and "Traceback" not in refused.err
+    assert refused.err.strip().splitlines()[-1] == ("kdbench: error: dataset 'ucf51' has 1 problem(s), listed above; "
+                                                    "fix them, or pass --skip-bad to leave out the bad items")
+    assert f"102 of 102 videos missing under {VIDEOS}/" in refused.err and len(workdir.runs()) == 1
