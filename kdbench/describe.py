@@ -36,13 +36,15 @@ def default(info: FieldInfo) -> str:
     return repr(value)
 
 
-def options_table(model, title: str) -> list[str]:
+def options_table(model, title: str, flags: bool = False) -> list[str]:
+    """One row per option; ``flags`` shows each as the command-line flag it is (``--clips-per-class``)."""
     from .cli import table
 
     fields = model.model_fields
     if not fields:
         return [f"{title}: none"]
-    rows = [(name, type_name(f.annotation), default(f), bounds(f), f.description or "") for name, f in fields.items()]
+    rows = [("--" + name.replace("_", "-") if flags else name, type_name(f.annotation), default(f), bounds(f),
+             f.description or "") for name, f in fields.items()]
     return [f"{title}:", table(rows, ("option", "type", "default", "bounds", "description"))]
 
 
@@ -63,5 +65,6 @@ def describe(entry: Entry) -> str:
     if getattr(cls, "run_defaults", None):
         lines.append(f"run defaults: {cls.run_defaults}")
     if getattr(cls, "SynthOptions", None) is not None:
-        lines += ["", *options_table(cls.SynthOptions, f"generator options (kdbench data synth {entry.name} --KEY VALUE)")]
+        lines += ["", *options_table(cls.SynthOptions, f"generator options (kdbench data synth {entry.name} --root DIR ...)",
+                                   flags=True)]
     return "\n".join(lines).rstrip()

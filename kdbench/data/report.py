@@ -98,7 +98,7 @@ class DataReport:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self))  # key order kept: splits and classes are shown in it
 
     @classmethod
     def from_json(cls, text: str) -> DataReport:
