@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import hashlib
 import json
 import re
@@ -34,6 +35,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .options import path_kind
 from .registry import BY_SECTION
 
 
@@ -127,33 +129,57 @@ HASHED = ("dataset", "teacher", "student", "distiller", "optimizer", "schedule",
 
 
 def config_hash(config: RunConfig) -> str:
-    """A stable 16-hex-digit hash of the resolved experiment (sweeps use it to tell what is done)."""
-    payload = json.dumps(config.model_dump(include=set(HASHED), mode="json"), sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    """A stable 16-hex-digit hash of the resolved experiment (sweeps use it to tell what is done).
+
+    It says what the experiment is, not where it ran: plugin options that are local folders (a dataset's
+    root, marked with :func:`kdbench.options.path_field`) are left out, and weight files (options marked as
+    files, and ``teacher.checkpoint``) enter by file name only, so every spelling of a path, another
+    machine's layout or ``$KDBENCH_DATA`` give the same hash. The data's content is identified by the
+    dataset's fingerprint instead (the teacher cache and stored outputs are keyed by it, and runs record it
+    as the tag ``kdbench.data_fingerprint``).
+    """
+    payload = config.model_dump(include=set(HASHED), mode="json")
+    for section in PLUGIN_SECTIONS:
+        ref: PluginRef = getattr(config, section)
+        fields = type(ref._validated).model_fields if ref._validated is not None else {}
+        for key, field in fields.items():
+            kind = path_kind(field)
+            if kind == "folder":
+                payload[section].pop(key, None)
+            elif kind == "file" and payload[section].get(key):
+                payload[section][key] = Path(payload[section][key]).name
+    checkpoint = payload["teacher"].get("checkpoint")
+    if checkpoint and not checkpoint.startswith("runs:/"):
+        payload["teacher"]["checkpoint"] = Path(checkpoint).name
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- loading
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML config file into a dict; refuse anything else with one line."""
+    """Read a TOML, YAML or JSON config file into a dict (a run's own ``config.json`` artifact reads back);
+    refuse anything else with one line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    kinds = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
+    kind = kinds.get(path.suffix.lower())
+    if kind is None:
+        raise ConfigError(f"config file {str(path)!r}: use a .toml, .yaml, .yml or .json file")
     text = path.read_text()
     try:
-        if path.suffix == ".toml":
+        if kind == "TOML":
             data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
+        elif kind == "JSON":
+            data = json.loads(text)
+        else:
             import yaml
 
             data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file {str(path)!r}: use a .toml, .yaml or .yml file")
-    except (tomllib.TOMLDecodeError, ValueError) as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid: {str(error).splitlines()[0]}") from None
-    except Exception as error:  # yaml.YAMLError, without importing yaml up front
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    except Exception as error:  # TOMLDecodeError, JSONDecodeError, yaml.YAMLError (yaml imported only here)
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table of keys at its top level")
     return data
@@ -229,8 +255,9 @@ def validate(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
         raise ConfigError(explain(error, model, prefix)) from None
 
 
+PLUGIN_SECTIONS = ("dataset", "teacher", "student", "distiller")
 #: what each command needs chosen: a student run all four plugins, a teacher run the dataset and teacher
-RUN_SECTIONS = ("dataset", "teacher", "student", "distiller")
+RUN_SECTIONS = PLUGIN_SECTIONS
 TEACHER_SECTIONS = ("dataset", "teacher")
 
 
@@ -255,7 +282,7 @@ def resolve(layers: list[dict[str, Any]], plugins, sections: tuple[str, ...] = R
         ref: PluginRef = getattr(config, section)
         if not ref.name:
             raise ConfigError(f"no {section} chosen: pass --{section} NAME (`kdbench list {BY_SECTION[section].name}`)")
-        options = plugins[BY_SECTION[section].name].get(ref.name).validate(ref.options)
+        options = absolute_folders(plugins[BY_SECTION[section].name].get(ref.name).validate(ref.options))
         validated[section] = options
         resolved[section] = {**{k: v for k, v in resolved[section].items() if k in type(ref).model_fields},
                              **options.model_dump(mode="json")}
@@ -265,10 +292,18 @@ def resolve(layers: list[dict[str, Any]], plugins, sections: tuple[str, ...] = R
     return final
 
 
+def absolute_folders(options: BaseModel) -> BaseModel:
+    """The options with every folder path made absolute (``~`` expanded, trailing slash dropped), so the stored
+    config says where the data was, whatever the spelling, and a worker in another folder finds it."""
+    folders = {key: os.path.abspath(os.path.expanduser(value)) for key, field in type(options).model_fields.items()
+               if path_kind(field) == "folder" and isinstance(value := getattr(options, key), str) and value}
+    return options.model_copy(update=folders) if folders else options
+
+
 def plugin_options(config: RunConfig, section: str, plugins) -> BaseModel:
     """The validated ``Options`` instance of the plugin a resolved config names in ``section`` (validated here
     only for a config that did not come through :func:`resolve` in this process, e.g. one read back from JSON)."""
     ref: PluginRef = getattr(config, section)
     if ref._validated is None:
-        ref._validated = plugins[BY_SECTION[section].name].get(ref.name).validate(ref.options)
+        ref._validated = absolute_folders(plugins[BY_SECTION[section].name].get(ref.name).validate(ref.options))
     return ref._validated

@@ -7,5 +7,10 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """``$KDBENCH_CACHE_DIR``, else ``~/.cache/kdbench`` (tests point the variable at a temporary folder)."""
-    return Path(os.environ.get("KDBENCH_CACHE_DIR") or Path.home() / ".cache" / "kdbench")
+    """``$KDBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/kdbench``, else ``~/.cache/kdbench`` (the XDG default).
+    Tests point ``KDBENCH_CACHE_DIR`` at a temporary folder."""
+    if explicit := os.environ.get("KDBENCH_CACHE_DIR"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base).expanduser() if base and os.path.isabs(os.path.expanduser(base)) else Path.home() / ".cache") \
+        / "kdbench"

@@ -54,6 +54,12 @@ class DataReport:
         """True when leaving out the named items would leave a usable dataset."""
         return all(p.skippable for p in self.problems)
 
+    def emptied_splits(self) -> list[str]:
+        """The train/test splits that have items but no usable one (what --skip-bad would leave empty)."""
+        if self.counts_are != "usable":
+            return []
+        return [s for s in ("train", "test") if s in self.counts and sum(self.counts[s].values()) == 0]
+
     def bad_items(self) -> frozenset[str]:
         return frozenset(key for p in self.problems for key in p.items)
 
@@ -68,8 +74,12 @@ class DataReport:
             lines.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)}:")
             lines += [f"  {p.line()}" for p in self.problems]
             usable = sum(sum(c.values()) for c in self.counts.values()) if self.counts_are == "usable" else 0
+            emptied = self.emptied_splits()
             if self.skippable and usable == 0:
                 lines.append("  --skip-bad would leave nothing to train on: fix the problems")
+            elif self.skippable and emptied:
+                lines.append(f"  --skip-bad would leave no items in the {' and '.join(emptied)} split"
+                             f"{'s' * (len(emptied) > 1)}: fix the problems")
             elif self.skippable:
                 n = len(self.bad_items())
                 lines.append(f"  --skip-bad would leave out {n} item{'s' * (n != 1)} and use the rest")

@@ -26,15 +26,22 @@ def save_atomic(obj: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load a kdbench checkpoint onto the CPU, with one clear line if it is unreadable."""
+RESUME_FIX = "delete it to start over"
+
+
+def load(path: Path, what: str | None = None, fix: str = RESUME_FIX) -> dict[str, Any]:
+    """Load a kdbench checkpoint onto the CPU, with one clear line if it cannot be: ``what`` names it (default
+    "checkpoint '<path>'") and ``fix`` says what to do about an unreadable one."""
+    what = what or f"checkpoint {str(path)!r}"
+    path = Path(path)
+    if path.is_dir():
+        raise KdbenchError(f"{what} is a folder, not a weights file; {fix}")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
-        raise KdbenchError(f"checkpoint {str(path)!r} does not exist") from None
+        raise KdbenchError(f"{what} does not exist") from None
     except Exception as error:
-        raise KdbenchError(f"checkpoint {str(path)!r} is unreadable ({type(error).__name__}); "
-                           f"delete it to start over") from None
+        raise KdbenchError(f"{what} is unreadable ({type(error).__name__}); {fix}") from None
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, Any], what: str) -> None:

@@ -63,14 +63,20 @@ def fit_teacher_only(p: PreparedTeacher, *, tracker: Tracker | None = None, prog
     return fit_teacher(p.config, p.dataset, p.teacher, p.training, tracker, progress=progress, echo=echo)
 
 
-def student_tags(p: Prepared) -> dict[str, str]:
+def student_tags(p: Prepared, store: str | None) -> dict[str, str]:
+    """The run's identity. The teacher's weights are named by their digest, which stays true anywhere; its
+    run id only when that run is in this store (the teacher cache is shared by every store on the machine)."""
     config = p.config
     tags = {"kdbench.role": "student", "kdbench.dataset": config.dataset.name, "kdbench.teacher": config.teacher.name,
             "kdbench.student": config.student.name, "kdbench.distiller": config.distiller.name,
             "kdbench.seed": str(config.seed), "kdbench.config_hash": p.digest, "kdbench.version": __version__,
             "kdbench.teacher_source": f"{p.source.kind}:{p.source.location}"}
-    if p.source.run_id:
+    tags["kdbench.teacher_weights"] = teacher_outputs.weights_digest(p.teacher)[:16]
+    tags["kdbench.data_fingerprint"] = p.dataset.fingerprint()[:16]
+    if p.source.run_id and p.source.store == store:
         tags["kdbench.teacher_run_id"] = p.source.run_id
+    elif p.source.run_id:
+        tags["kdbench.teacher_run_elsewhere"] = f"{p.source.run_id} in {p.source.store or 'an unknown store'}"
     if commit := source_commit():
         tags["kdbench.git_commit"] = commit
     return tags
@@ -78,10 +84,10 @@ def student_tags(p: Prepared) -> dict[str, str]:
 
 def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) -> RunResult:
     config, info, t = p.config, p.dataset.info, p.training
-    state = p.resume_state
-    start, run_id, history = (state["epoch"], state["run_id"], list(state["history"])) if state else (0, None, [])
+    state = t.resume
+    start, run_id, history = t.start
     name = f"{config.distiller.name}-{config.dataset.name}-{config.student.name}-s{config.seed}"
-    with tracker.run(name=name, tags=student_tags(p), run_id=run_id) as run_id:
+    with tracker.run(name=name, tags=student_tags(p, getattr(tracker, "uri", None)), run_id=run_id) as run_id:
         if start == 0:
             tracker.log_params(flatten(config.model_dump(mode="json")))
             tracker.log_dict(config.model_dump(mode="json"), "config.json")

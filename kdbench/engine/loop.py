@@ -173,6 +173,8 @@ class Training:
     amp: bool
     label: str = "epoch"                          # progress-bar prefix
     on_epoch_start: Callable[[int], None] = field(default=lambda epoch: None)
+    #: the checkpoint this training continues (its "epoch", "run_id" and "history"), once loaded
+    resume: dict[str, Any] | None = None
 
     def state(self) -> dict[str, Any]:
         """The optimiser, scheduler and scaler state a checkpoint needs (modules are saved by their owner)."""
@@ -180,9 +182,18 @@ class Training:
                 "scaler": self.scaler.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: optimiser, scheduler and scaler states, and where it stopped."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        self.resume = state
+
+    @property
+    def start(self) -> tuple[int, str | None, list[dict[str, float]]]:
+        """(first epoch to run, tracked run to reopen, history so far)."""
+        if self.resume is None:
+            return 0, None, []
+        return self.resume["epoch"], self.resume["run_id"], list(self.resume["history"])
 
     def evaluate(self):
         return evaluate(self.forward, self.evaluated, self.test_data, self.class_names, device=self.device,

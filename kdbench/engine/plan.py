@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -55,7 +54,6 @@ class Prepared:
     stored: dict[str, teacher_outputs.TeacherOutputs]
     training: loop.Training               # the student's
     checkpoint: Path
-    resume_state: dict[str, Any] | None = None
 
 
 def outputs_root() -> Path:
@@ -99,7 +97,7 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
                     stored[split] = found
     spec = stored["train"].spec if "train" in stored else None
     distiller = build_distiller(config, plugins, student, teacher, train, device, teacher_spec=spec)
-    teacher_fit = teacher_training(config, dataset, teacher, device) if source.kind == "train" else None
+    teacher_fit = teacher_training(config, dataset, teacher, device, echo) if source.kind == "train" else None
     if not trains_teacher and teacher_fit is None:
         teacher.requires_grad_(False)
 
@@ -129,7 +127,6 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
         on_epoch_start=on_epoch_start)
 
     path = checkpoint_path(config)
-    state = None
     if resume and path.exists():
         state = load(path)
         student.load_state_dict(state["student"])
@@ -145,7 +142,7 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     return Prepared(config=config, digest=config_hash(config), device=device, amp=amp, dataset=dataset,
                     skipped=skipped, teacher=teacher, student=student, distiller=distiller, source=source,
                     teacher_fit=teacher_fit, trains_teacher=trains_teacher, store=store, stored=stored,
-                    training=training, checkpoint=path, resume_state=state)
+                    training=training, checkpoint=path)
 
 
 @dataclass
@@ -164,4 +161,4 @@ def prepare_teacher(config: RunConfig, plugins: Plugins, *, progress: bool = Tru
     dataset = build_dataset(config, plugins)
     require_usable(dataset, skip_bad=config.skip_bad, fields=TEACHER_FIELDS, progress=progress, echo=echo)
     teacher = build_model("teacher", config, plugins, dataset.info).to(device)
-    return PreparedTeacher(config, dataset, teacher, teacher_training(config, dataset, teacher, device))
+    return PreparedTeacher(config, dataset, teacher, teacher_training(config, dataset, teacher, device, echo))

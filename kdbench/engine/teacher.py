@@ -39,6 +39,8 @@ class TeacherSource:
     kind: str  # "checkpoint" | "cache" | "train" (to be trained) | "trained"
     location: str
     run_id: str | None = None
+    #: the tracking store ``run_id`` lives in (the cache is shared by every store on the machine)
+    store: str | None = None
 
 
 def teacher_key(config: RunConfig, dataset: Dataset) -> str:
@@ -53,6 +55,11 @@ def cached_path(config: RunConfig, dataset: Dataset) -> Path:
     return cache_dir() / "teachers" / name
 
 
+def progress_path(cached: Path) -> Path:
+    """The teacher's checkpoint while it trains (beside the weights it will become; removed once they exist)."""
+    return cached.with_name(cached.stem + ".training.pt")
+
+
 def decide_source(config: RunConfig, dataset: Dataset) -> TeacherSource:
     """The configured checkpoint, else the cached weights, else "train"; nothing is loaded or trained here."""
     if config.teacher.checkpoint:
@@ -64,9 +71,10 @@ def decide_source(config: RunConfig, dataset: Dataset) -> TeacherSource:
 def load_weights(teacher: Model, source: TeacherSource, uri: str) -> TeacherSource:
     """Load a checkpoint or cached source into ``teacher``; returns the source with the run id it records."""
     if source.kind == "cache":
-        blob = load(Path(source.location))
+        blob = load(Path(source.location), f"cached teacher {source.location!r}",
+                    fix="delete it, and the teacher is trained again")
         load_state_strict(teacher, blob["state_dict"], f"cached teacher {source.location!r}")
-        return TeacherSource("cache", source.location, blob.get("run_id"))
+        return TeacherSource("cache", source.location, blob.get("run_id"), blob.get("tracking_uri"))
     location, run_id, path = source.location, None, source.location
     if location.startswith("runs:/"):
         import mlflow
@@ -79,16 +87,21 @@ def load_weights(teacher: Model, source: TeacherSource, uri: str) -> TeacherSour
         except Exception as error:
             raise KdbenchError(f"teacher checkpoint {location!r} cannot be fetched from {uri}: "
                                f"{str(error).splitlines()[0]}") from None
-    blob = load(Path(path))
+    blob = load(Path(path), f"teacher checkpoint {location!r}",
+                fix="point --teacher-checkpoint at a teacher file kdbench wrote, a state dict saved with torch.save, "
+                    "or runs:/<teacher run id>")
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise KdbenchError(f"teacher checkpoint {location!r} holds no state dict")
     load_state_strict(teacher, state, f"teacher checkpoint {location!r}")
-    return TeacherSource("checkpoint", location, run_id)
+    return TeacherSource("checkpoint", location, run_id, uri if run_id else None)
 
 
-def teacher_training(config: RunConfig, dataset: Dataset, teacher: Model, device: torch.device) -> loop.Training:
-    """Cross-entropy plus the teacher's own terms, on the teacher's input alone (student inputs never decoded)."""
+def teacher_training(config: RunConfig, dataset: Dataset, teacher: Model, device: torch.device,
+                     echo=print) -> loop.Training:
+    """Cross-entropy plus the teacher's own terms, on the teacher's input alone (student inputs never decoded).
+    A training interrupted earlier (its checkpoint beside the cache) is continued, in its tracked run: the key
+    of the cache names everything the weights depend on, and every epoch reseeds, so this is always sound."""
     import torch.nn.functional as F
 
     recipe = config.teacher_training
@@ -101,12 +114,20 @@ def teacher_training(config: RunConfig, dataset: Dataset, teacher: Model, device
         extra = teacher.training_losses(out.float(), batch)  # e.g. MC2SleepNet's alignment, SEN's domain loss
         return {"ce": F.cross_entropy(out.logits.float(), batch.label), **{k: v.float() for k, v in extra.items()}}
 
-    return loop.training(
+    training = loop.training(
         [teacher], teacher_loss, lambda b: teacher(b.teacher_input), [teacher],
         train_split=dataset.split("train", TEACHER_FIELDS), test_split=dataset.split("test", TEACHER_FIELDS),
         class_names=dataset.info.class_names, optimizer=recipe.optimizer, schedule=recipe.schedule,
         epochs=recipe.epochs, batch_size=recipe.batch_size, seed=config.seed, num_workers=config.num_workers,
         device=device, amp=amp, label="teacher")
+    partial = progress_path(cached_path(config, dataset))
+    if partial.exists():
+        state = load(partial, f"the interrupted teacher training {str(partial)!r}",
+                     fix="delete it, and the teacher is trained from its first epoch")
+        load_state_strict(teacher, state["teacher"], f"the interrupted teacher training {str(partial)!r}")
+        training.load_state(state)
+        echo(f"teacher: continuing the interrupted training after epoch {state['epoch']} ({partial})")
+    return training
 
 
 def fit_teacher(config: RunConfig, dataset: Dataset, teacher: Model, training: loop.Training, tracker: Tracker, *,
@@ -120,21 +141,30 @@ def fit_teacher(config: RunConfig, dataset: Dataset, teacher: Model, training: l
                       "dataset": config.dataset.model_dump(), "seed": config.seed,
                       "teacher_training": config.teacher_training.model_dump(mode="json")})
     path = cached_path(config, dataset)
-    with tracker.run(name=f"teacher-{config.teacher.name}-{config.dataset.name}", tags=tags) as run_id:
-        tracker.log_params(params)
+    store = getattr(tracker, "uri", None)
+    partial = progress_path(path)
+    start, run_id, _ = training.start
+    with tracker.run(name=f"teacher-{config.teacher.name}-{config.dataset.name}", tags=tags, run_id=run_id) as run_id:
+        if start == 0:
+            tracker.log_params(params)
 
         def after_epoch(epoch, losses, scores):
             tracker.log_metrics({**losses, **scores.as_dict()}, step=epoch + 1)
             echo(f"teacher epoch {epoch + 1}/{training.epochs}: loss {losses['loss']:.4f}  "
                  f"accuracy {scores.accuracy:.3f}  mf1 {scores.mf1:.3f}  kappa {scores.kappa:.3f}")
+            save_atomic({"epoch": epoch + 1, "run_id": run_id, "history": [], "teacher": loop.to_cpu(teacher.state_dict()),
+                         **training.state()}, partial)
 
-        scores = loop.fit_epochs(training, 0, progress=progress, after_epoch=after_epoch)
+        scores = loop.fit_epochs(training, start, progress=progress, after_epoch=after_epoch)
+        if scores is None:  # interrupted after its last epoch, before the weights were cached
+            scores = training.evaluate()
         tracker.log_metrics(scores.as_dict("final_"))
         tracker.log_confusion(scores.confusion, names, f"teacher {config.teacher.name} on {config.dataset.name}")
         save_atomic({"state_dict": loop.to_cpu(teacher.state_dict()), "teacher": config.teacher.name,
                      "options": config.teacher.options, "dataset": config.dataset.name,
-                     "metrics": scores.as_dict(), "run_id": run_id}, path)
+                     "metrics": scores.as_dict(), "run_id": run_id, "tracking_uri": store}, path)
         with tempfile.TemporaryDirectory() as tmp:  # the artifact gets the fixed name runs:/ID expects
             shutil.copyfile(path, Path(tmp) / "teacher.pt")
             tracker.log_file(Path(tmp) / "teacher.pt", "teacher")
-    return scores.as_dict(), TeacherSource("trained", str(path), run_id)
+    partial.unlink(missing_ok=True)
+    return scores.as_dict(), TeacherSource("trained", str(path), run_id, store)

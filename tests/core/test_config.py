@@ -102,18 +102,21 @@ def test_dataset_is_required():
         resolve([{}], plugins())
 
 
-def test_files_toml_and_yaml(tmp_path):
+def test_files_toml_yaml_and_json(tmp_path):
     (tmp_path / "a.toml").write_text('epochs = 3\n[optimizer]\nlr = 0.5\n')
     (tmp_path / "a.yaml").write_text('epochs: 3\noptimizer:\n  lr: 0.5\n')
-    assert load_file(tmp_path / "a.toml") == load_file(tmp_path / "a.yaml") == {"epochs": 3, "optimizer": {"lr": 0.5}}
+    (tmp_path / "a.json").write_text('{"epochs": 3, "optimizer": {"lr": 0.5}}')  # a run's config.json reads back
+    assert load_file(tmp_path / "a.toml") == load_file(tmp_path / "a.yaml") == load_file(tmp_path / "a.json") \
+        == {"epochs": 3, "optimizer": {"lr": 0.5}}
 
 
 @pytest.mark.parametrize("name,text,match", [
     ("missing.toml", None, "does not exist"),
-    ("bad.toml", "epochs = = 3", "is not valid"),
+    ("bad.toml", "epochs = = 3", "is not valid TOML"),
     ("bad.yaml", "a: [1, 2", "is not valid YAML"),
     ("list.yaml", "- 1\n- 2", "table of keys"),
-    ("conf.json", "{}", "use a .toml, .yaml or .yml"),
+    ("bad.json", "{epochs: 3}", "is not valid JSON"),
+    ("conf.ini", "[a]", "use a .toml, .yaml, .yml or .json file"),
 ])
 def test_bad_files_are_one_line(tmp_path, name, text, match):
     if text is not None:
@@ -149,3 +152,27 @@ def test_dry_run_prints_a_loadable_config(cli, tmp_path):
     (tmp_path / "resolved.yaml").write_text(result.out)
     again = resolve([load_file(tmp_path / "resolved.yaml")], plugins())
     assert config_hash(again) == digest and again.distiller.options["temperature"] == 2.0
+
+
+def test_the_hash_ignores_how_the_data_root_is_spelt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ds" / "s3ve").mkdir(parents=True)
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "ds"))
+    spellings = ["ds/s3ve", str(tmp_path / "ds" / "s3ve"), str(tmp_path / "ds" / "s3ve") + "/", None]
+    configs = [resolve([{"dataset": {"name": "s3ve", **({"root": r} if r else {})}, "distiller": {"name": "kd"}}],
+                       plugins()) for r in spellings]
+    assert len({config_hash(c) for c in configs}) == 1
+    # the stored config says where the data was, in one spelling
+    assert {c.dataset.options["root"] for c in configs[:3]} == {str(tmp_path / "ds" / "s3ve")}
+    # what the experiment is still counts: another option, another hash
+    other = resolve([{"dataset": {"name": "s3ve", "root": "ds/s3ve", "rate": 50}, "distiller": {"name": "kd"}}],
+                    plugins())
+    assert config_hash(other) != config_hash(configs[0])
+
+
+def test_weight_files_enter_the_hash_by_name_only():
+    def with_weights(path):
+        return resolve([{"dataset": {"name": "synthetic"}, "distiller": {"name": "kd"},
+                         "student": {"name": "r3d18", "pretrained": path}, "teacher": {"checkpoint": path}}], plugins())
+    same = {config_hash(with_weights(p)) for p in ("w/r3d_18.pth", "/elsewhere/r3d_18.pth", "./w/r3d_18.pth")}
+    assert len(same) == 1 and config_hash(with_weights("w/other.pth")) not in same

@@ -51,6 +51,15 @@ def test_report_renders_counts_problems_and_round_trips():
     assert not report.skippable and "cannot be skipped" in report.render()
 
 
+def test_report_says_when_skipping_would_empty_the_test_split():
+    # every test item is bad: the counts of usable items show an empty test split
+    report = DataReport("toy", "/data/toy", ("A", "B"), counts={"train": {"A": 3, "B": 1}, "test": {"A": 0, "B": 0}},
+                        problems=[Problem("t/1.avi", "truncated", ("t1", "t2"))])
+    text = report.render()
+    assert report.emptied_splits() == ["test"]
+    assert "--skip-bad would leave no items in the test split: fix the problems" in text and "use the rest" not in text
+
+
 def test_a_split_reads_its_prepared_cache_and_only_decodes_what_is_asked(cache):
     split = ToySplit(10, split_key("toy", "abc", "train"))
     assert split[3]["student"].shape == (1, 2, 4, 4) and not split._prepared()

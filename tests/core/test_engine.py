@@ -82,9 +82,52 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, cache):
     [run_id] = [r for r, run in tracker.runs.items() if run["tags"]["kdbench.role"] == "student"]
     assert tracker.runs[run_id]["status"] == "KILLED"
     resumed = prepare(config(tmp_path), plugins(), resume=True, progress=False, echo=quiet)
-    assert resumed.resume_state["epoch"] == 1
+    assert resumed.training.start[0] == 1
     tracker.__class__ = MemoryTracker  # let the second half run
     result = fit(resumed, tracker=tracker, progress=False, echo=quiet)
     assert result.run_id == run_id and tracker.runs[run_id]["status"] == "FINISHED"
     assert result.scores.confusion.tolist() == whole.scores.confusion.tolist()
     assert [h["loss"] for h in result.history] == [h["loss"] for h in whole.history]
+
+
+class StopTeacherAt(MemoryTracker):
+    """Interrupts the teacher's training while its given epoch is logged (its previous epoch is checkpointed)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def log_metrics(self, metrics, step=None):
+        super().log_metrics(metrics, step)
+        if step == self.epoch and "lr" not in metrics and self._current["tags"]["kdbench.role"] == "teacher":
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_teacher_training_continues_where_it_stopped(tmp_path, monkeypatch):
+    from kdbench.engine.teacher import cached_path, progress_path
+
+    three = ("teacher_training.epochs=3",)
+    monkeypatch.setenv("KDBENCH_CACHE_DIR", str(tmp_path / "whole"))
+    whole = prepare(config(tmp_path, "kd", *three), plugins(), progress=False, echo=quiet)
+    fit(whole, tracker=MemoryTracker(), progress=False, echo=quiet)
+    monkeypatch.setenv("KDBENCH_CACHE_DIR", str(tmp_path / "cut"))
+    tracker = StopTeacherAt(2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(prepare(config(tmp_path, "kd", *three), plugins(), progress=False, echo=quiet), tracker=tracker,
+            progress=False, echo=quiet)
+    assert tracker.runs["memory-0"]["status"] == "KILLED"
+    again = prepare(config(tmp_path, "kd", *three), plugins(), progress=False, echo=quiet)
+    assert again.teacher_fit.start[:2] == (1, "memory-0")
+    tracker.__class__ = MemoryTracker
+    fit(again, tracker=tracker, progress=False, echo=quiet)
+    assert tracker.runs["memory-0"]["status"] == "FINISHED"  # the same teacher run, continued
+    # epoch 2 was logged before the interruption and again when it was run in full
+    assert [step for step, _ in tracker.runs["memory-0"]["metrics"]["accuracy"]] == [1, 2, 2, 3]
+    import torch
+
+    cached = cached_path(again.config, again.dataset)
+    assert not progress_path(cached).exists()
+    resumed_weights = torch.load(cached, weights_only=False)["state_dict"]
+    whole_weights = torch.load(cached_path(whole.config, whole.dataset).as_posix().replace("/cut/", "/whole/"),
+                               weights_only=False)["state_dict"]
+    assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)

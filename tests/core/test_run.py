@@ -69,6 +69,25 @@ def test_teacher_is_trained_once_and_reused(workdir, cli):
     assert len(by_role(workdir.runs(), "teacher")) == 2
 
 
+def test_a_teacher_run_in_another_store_is_not_named_as_if_it_were_here(workdir, cli, mlflow_template):
+    import shutil
+
+    import mlflow
+
+    assert cli(*RUN).code == 0
+    [here] = by_role(workdir.runs(), "student")
+    other = workdir.path / "other.db"
+    shutil.copy(mlflow_template, other)
+    assert cli(*RUN, "--tracking-uri", f"sqlite:///{other}", "--set", "output_dir=elsewhere").code == 0
+    client = mlflow.MlflowClient(f"sqlite:///{other}")
+    [there] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    tags = there.data.tags
+    assert tags["kdbench.teacher_source"].startswith("cache:") and "kdbench.teacher_run_id" not in tags
+    assert tags["kdbench.teacher_run_elsewhere"] == f"{here.data.tags['kdbench.teacher_run_id']} in {workdir.uri}"
+    # the weights are named by what they are, the same in both stores
+    assert tags["kdbench.teacher_weights"] == here.data.tags["kdbench.teacher_weights"]
+
+
 def test_teacher_checkpoint_by_run_uri_and_bad_path(workdir, cli):
     assert cli(*RUN).code == 0
     [teacher_run] = by_role(workdir.runs(), "teacher")
@@ -81,6 +100,13 @@ def test_teacher_checkpoint_by_run_uri_and_bad_path(workdir, cli):
         "teacher_accuracy"]
     missing = cli(*RUN, "--teacher-checkpoint", "nowhere.pt")
     assert missing.code == 2 and "checkpoint 'nowhere.pt' does not exist" in missing.err
+    # an unreadable file or a folder gets the fix for a teacher checkpoint, not for a damaged resume checkpoint
+    (workdir.path / "junk.pt").write_bytes(b"not weights")
+    (workdir.path / "folder.pt").mkdir()
+    for bad, what in (("junk.pt", "is unreadable"), ("folder.pt", "is a folder, not a weights file")):
+        refused = cli(*RUN, "--teacher-checkpoint", bad)
+        assert refused.code == 2 and f"teacher checkpoint '{bad}' {what}" in refused.err, refused.err
+        assert "--teacher-checkpoint at a teacher file" in refused.err and "delete it" not in refused.err
 
 
 def test_same_seed_same_metrics(workdir, cli):

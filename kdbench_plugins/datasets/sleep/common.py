@@ -25,7 +25,7 @@ from pydantic import Field
 from kdbench.contracts import FIELDS, FileDataset
 from kdbench.data import DataReport, Problem, files_fingerprint
 from kdbench.data.clips import ClipSplit, split_key
-from kdbench.options import PluginOptions
+from kdbench.options import PluginOptions, path_field
 
 from .hypnogram import CLASS_NAMES, DROPPED_NAMES, EPOCH, Hypnogram
 from .psg import open_raw, read_epoch
@@ -42,7 +42,7 @@ WHOLE_NIGHTS = "; --skip-bad leaves out those whole nights"
 class SleepOptions(PluginOptions):
     """Options both sleep datasets take."""
 
-    root: str | None = Field(None, description="the dataset's folder (default $KDBENCH_DATA/<dataset>)")
+    root: str | None = path_field(None, what="folder", description="the dataset's folder (default $KDBENCH_DATA/<dataset>)")
     rate: int = Field(100, ge=20, le=1000, description="EEG rate the teacher reads, Hz (30 s -> 30 * rate samples)")
     eeg_norm: Literal["zscore", "none"] = Field(
         "zscore", description="teacher input: 'zscore' = each epoch to mean 0, std 1; 'none' = microvolts")

@@ -15,7 +15,7 @@ from pydantic import Field
 from kdbench.contracts import FIELDS, DatasetInfo, FileDataset
 from kdbench.data import ClipSplit, DataReport, files_fingerprint, resolve_root
 from kdbench.data.clips import split_key
-from kdbench.options import PluginOptions
+from kdbench.options import PluginOptions, path_field
 
 from ...shared import media
 from . import index as indexing
@@ -30,9 +30,9 @@ AUDIO_SCALE = 32768.0  # the waveform is stored as int16: half the cache of floa
 
 
 class UCF51Options(PluginOptions):
-    root: str | None = Field(None, description="folder holding UCF-101/ (and optionally ucfTrainTestlist/ and the "
+    root: str | None = path_field(None, what="folder", description="folder holding UCF-101/ (and optionally ucfTrainTestlist/ and the "
                                                "embeddings); default $KDBENCH_DATA/ucf51")
-    embeddings: str | None = Field(None, description="the Cnn14 embeddings: a folder of <Class>/v_*.npy or the "
+    embeddings: str | None = path_field(None, what="folder", description="the Cnn14 embeddings: a folder of <Class>/v_*.npy or the "
                                                      "release's .tar.gz; default <root>/audiocnn14embed512_features"
                                                      "[.tar.gz]. Its class folders define the class list")
     split: Literal[1, 2, 3] = Field(1, description="UCF101 train/test split (the literature reports split 1)")

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
-from kdbench.options import PluginOptions
+from kdbench.options import PluginOptions, path_field
 
 from .weights import load_pretrained
 
@@ -30,8 +30,8 @@ KINETICS_HARA = ((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737))
 
 
 class VideoStudentOptions(PluginOptions):
-    pretrained: str | None = Field(
-        None, description="Local path of a weight file to start from (never downloaded); the classifier "
+    pretrained: str | None = path_field(
+        None, what="file", description="Local path of a weight file to start from (never downloaded); the classifier "
                           "`fc` is always new. None = random initialisation.")
     normalize: bool = Field(
         True, description="Subtract the Kinetics mean and divide by the std of this family's pretraining "

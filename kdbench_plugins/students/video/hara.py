@@ -12,8 +12,9 @@ shortcut type B (1×1×1 conv + BN where the shape changes), and his initialisat
 
 from __future__ import annotations
 
-from pydantic import Field
 from torch import Tensor, nn
+
+from kdbench.options import path_field
 
 from .common import KINETICS_HARA, VideoResNetStudent, VideoStudentOptions
 
@@ -21,8 +22,8 @@ WIDTHS = (64, 128, 256, 512)
 
 
 class HaraOptions(VideoStudentOptions):
-    pretrained: str | None = Field(
-        None, description="Local path of a 3D-ResNets-PyTorch checkpoint ({'epoch','arch','state_dict',...}, "
+    pretrained: str | None = path_field(
+        None, what="file", description="Local path of a 3D-ResNets-PyTorch checkpoint ({'epoch','arch','state_dict',...}, "
                           "e.g. r3d18_KM_200ep.pth / r2p1d18_K_200ep.pth); its fc is dropped. None = random "
                           "init. Never downloaded.")
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
 from torch import Tensor
+
+from kdbench.options import path_field
 
 from .common import KINETICS_TORCHVISION, VideoResNetStudent, VideoStudentOptions
 
 
 class TorchvisionOptions(VideoStudentOptions):
-    pretrained: str | None = Field(
-        None, description="Local path of torchvision's Kinetics-400 state dict (r3d_18-b3b3357e.pth / "
+    pretrained: str | None = path_field(
+        None, what="file", description="Local path of torchvision's Kinetics-400 state dict (r3d_18-b3b3357e.pth / "
                           "r2plus1d_18-91a641e6.pth); its fc is dropped. None = random init. Never downloaded.")
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.engine.checkpoint import load_state_strict, read_torch_file
 from kdbench.errors import KdbenchError
-from kdbench.options import PluginOptions
+from kdbench.options import PluginOptions, path_field
 
 from .network import MIN_SAMPLES, N_FFT, SAMPLE_RATE, Cnn14Net, xavier_init
 
@@ -25,8 +25,8 @@ PREFIX = "module."
 
 
 class PannsOptions(PluginOptions):
-    pretrained: str | None = Field(
-        None, description="Local path of the released PANNs checkpoint ({'iteration', 'model'}: "
+    pretrained: str | None = path_field(
+        None, what="file", description="Local path of the released PANNs checkpoint ({'iteration', 'model'}: "
                           "Cnn14_mAP=0.431.pth for cnn14, Cnn14_emb512_mAP=0.420.pth for cnn14-emb512), loaded "
                           "strictly by key into the network. None = random init. Never downloaded.")
     sample_rate: int = Field(SAMPLE_RATE, description="Sampling rate of the waveform in Hz. Only 32000 (the "
