@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,28 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 
 RESUME_FIX = "delete it to start over"
+
+
+def check_writable(folder: Path, need: int, what: str, fix: str) -> None:
+    """Refuse, before any training, a folder that cannot take a file of ``need`` bytes: not creatable, not
+    writable, or without the room (an atomic save holds the old file and the new one at once)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".kdbench-write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise KdbenchError(f"{what} {folder} is not writable ({error.strerror or error}); {fix}") from None
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise KdbenchError(f"{what} {folder} has {free / 2**20:.0f} MiB free, and a checkpoint needs about "
+                           f"{need / 2**20:.0f} MiB; {fix}")
+
+
+def state_bytes(*modules: torch.nn.Module) -> int:
+    """Bytes of the modules' parameters and buffers."""
+    return sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
 
 
 def load(path: Path, what: str | None = None, fix: str = RESUME_FIX) -> dict[str, Any]:

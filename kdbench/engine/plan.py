@@ -23,7 +23,7 @@ from ..plugins import Plugins
 from ..tracking import tracking_uri
 from . import loop, teacher_outputs
 from .build import build_dataset, build_distiller, build_model
-from .checkpoint import load
+from .checkpoint import check_writable, load, state_bytes
 from .teacher import (
     TEACHER_FIELDS,
     TeacherSource,
@@ -97,6 +97,9 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
                     stored[split] = found
     spec = stored["train"].spec if "train" in stored else None
     distiller = build_distiller(config, plugins, student, teacher, train, device, teacher_spec=spec)
+    if source.kind == "train" or store:  # the teacher's weights, its checkpoints or its outputs go to the cache
+        check_writable(cache_dir(), 2 * 3 * state_bytes(teacher) + 2**20, "cache folder",
+                       "set KDBENCH_CACHE_DIR to a writable folder with room")
     teacher_fit = teacher_training(config, dataset, teacher, device, echo) if source.kind == "train" else None
     if not trains_teacher and teacher_fit is None:
         teacher.requires_grad_(False)
@@ -127,6 +130,9 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
         on_epoch_start=on_epoch_start)
 
     path = checkpoint_path(config)
+    # weights + up to two optimiser moments each, twice while the atomic save replaces the old file, + slack
+    need = 2 * 3 * state_bytes(*modules) + 2**20
+    check_writable(path.parent, need, "output folder", "choose another with --set output_dir=DIR, or free space")
     if resume and path.exists():
         state = load(path)
         student.load_state_dict(state["student"])

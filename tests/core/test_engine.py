@@ -131,3 +131,23 @@ def test_an_interrupted_teacher_training_continues_where_it_stopped(tmp_path, mo
     whole_weights = torch.load(cached_path(whole.config, whole.dataset).as_posix().replace("/cut/", "/whole/"),
                                weights_only=False)["state_dict"]
     assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
+
+
+def test_an_unusable_output_folder_is_refused_before_training(tmp_path, cache):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(KdbenchError, match=r"output folder .*a-file/.* is not writable \(.*\); choose another with "
+                                           r"--set output_dir=DIR"):
+        prepare(config(tmp_path, "kd", f"output_dir='{tmp_path / 'a-file'}'"), plugins(), progress=False,
+                echo=quiet)
+    assert not (tmp_path / "cache" / "teachers").exists()
+
+
+def test_a_full_disk_is_refused_with_what_is_free_and_needed(tmp_path):
+    import shutil
+
+    from kdbench.engine.checkpoint import check_writable
+
+    need = shutil.disk_usage(tmp_path).free * 4
+    with pytest.raises(KdbenchError, match=r"MiB free, and a checkpoint needs about .* MiB; free space"):
+        check_writable(tmp_path, need, "output folder", "free space")
+    check_writable(tmp_path / "new", 1, "output folder", "free space")  # a creatable folder with room passes
