@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
 import hashlib
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -34,7 +34,7 @@ from pydantic import (
     field_validator,
 )
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .options import path_kind
 from .registry import BY_SECTION
 
@@ -179,7 +179,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text) or {}
     except Exception as error:  # TOMLDecodeError, JSONDecodeError, yaml.YAMLError (yaml imported only here)
-        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {first_line(error)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table of keys at its top level")
     return data

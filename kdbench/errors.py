@@ -27,3 +27,10 @@ class UnknownName(KdbenchError):
 
 class DuplicateName(KdbenchError):
     """Two plugins registering the same name of the same kind."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (or its type's name when it has none): what a one-line
+    refusal quotes of a library's error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import KdbenchError
+from ..errors import KdbenchError, first_line
 from ..paths import cache_dir
 
 FORMAT = 1
@@ -129,7 +129,7 @@ class ClipSplit(torch.utils.data.Dataset):
             try:
                 array = np.load(path / f"{name}.npy", mmap_mode="r")
             except (OSError, ValueError) as error:
-                raise damaged(f"{name}.npy: {str(error).splitlines()[0]}") from None
+                raise damaged(f"{name}.npy: {first_line(error)}") from None
             expected = (len(self), *spec["shape"])
             if array.shape != expected or str(array.dtype) != spec["dtype"]:
                 raise damaged(f"{name}.npy is {array.dtype} {array.shape}, not {spec['dtype']} {expected}")
@@ -148,7 +148,7 @@ class ClipSplit(torch.utils.data.Dataset):
         except KdbenchError:
             raise
         except Exception as error:  # a file that went bad after the check: name it, don't dump a traceback
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            detail = first_line(error)
             raise KdbenchError(f"cannot read item {self.keys[i]!r} from {self.source(i)}: {detail}; "
                                f"run `kdbench data check` on this dataset") from None
 

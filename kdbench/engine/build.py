@@ -14,7 +14,7 @@ from ..contracts import (
     Model,
     collate,
 )
-from ..errors import KdbenchError
+from ..errors import KdbenchError, first_line
 from ..plugins import Plugins
 from ..registry import BY_SECTION
 
@@ -42,7 +42,7 @@ def feature_spec(model: Model, sample_input: torch.Tensor, what: str) -> Feature
             out = model(sample_input)
     except RuntimeError as error:
         raise KdbenchError(f"{what} cannot read the dataset's input of shape {tuple(sample_input.shape[1:])}: "
-                           f"{str(error).splitlines()[0]}") from None
+                           f"{first_line(error)}") from None
     finally:
         model.train(was_training)
     return FeatureSpec.of(out)

@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from ..config import RunConfig
 from ..contracts import Dataset, Model
-from ..errors import KdbenchError
+from ..errors import KdbenchError, first_line
 from ..paths import cache_dir
 from ..tracking import Tracker, flatten
 from . import loop
@@ -86,7 +86,7 @@ def load_weights(teacher: Model, source: TeacherSource, uri: str) -> TeacherSour
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
         except Exception as error:
             raise KdbenchError(f"teacher checkpoint {location!r} cannot be fetched from {uri}: "
-                               f"{str(error).splitlines()[0]}") from None
+                               f"{first_line(error)}") from None
     blob = load(Path(path), f"teacher checkpoint {location!r}",
                 fix="point --teacher-checkpoint at a teacher file kdbench wrote, a state dict saved with torch.save, "
                     "or runs:/<teacher run id>")

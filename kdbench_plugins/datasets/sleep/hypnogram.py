@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kdbench.errors import first_line
+
 CLASS_NAMES = ("W", "N1", "N2", "N3", "REM")
 EPOCH = 30.0  # seconds per scored epoch (AASM and R&K alike)
 
@@ -83,7 +85,7 @@ def read_edf_hypnogram(path: Path, shift: float = 0.0) -> Hypnogram:
     try:
         annotations = mne.read_annotations(str(path))
     except Exception as error:  # noqa: BLE001 - any reader failure is reported, not raised
-        return Hypnogram(np.zeros(0, np.int8), error=f"not a readable EDF+ file ({_first_line(error)})")
+        return Hypnogram(np.zeros(0, np.int8), error=f"not a readable EDF+ file ({first_line(error)})")
     spans = []
     for onset, duration, text in zip(annotations.onset, annotations.duration, annotations.description):
         code, stage4 = stage_code(text)
@@ -116,7 +118,7 @@ def _why_no_stages(path: Path, annotations: int) -> str:
     try:
         raw = mne.io.read_raw_edf(str(path), preload=False, verbose="error")
     except Exception as error:  # noqa: BLE001 - reported, not raised
-        return f"not a readable EDF+ file ({_first_line(error)})"
+        return f"not a readable EDF+ file ({first_line(error)})"
     if raw.ch_names and not annotations:
         shown = ", ".join(raw.ch_names[:4]) + (", ..." if len(raw.ch_names) > 4 else "")
         return (f"not a hypnogram: an EDF with {len(raw.ch_names)} signal channel(s) ({shown}) and no annotations "
@@ -134,7 +136,7 @@ def read_csv_hypnogram(path: Path) -> Hypnogram:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        return Hypnogram(np.zeros(0, np.int8), error=f"cannot read CSV ({_first_line(error)})")
+        return Hypnogram(np.zeros(0, np.int8), error=f"cannot read CSV ({first_line(error)})")
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
         return Hypnogram(np.zeros(0, np.int8), error="empty file: expected a header 'epoch,stage' and one row per epoch")
@@ -167,6 +169,3 @@ def read_hypnogram(path: Path, shift: float = 0.0) -> Hypnogram:
     return read_csv_hypnogram(path) if path.suffix.lower() == ".csv" else read_edf_hypnogram(path, shift)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

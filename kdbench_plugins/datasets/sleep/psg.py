@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .hypnogram import EPOCH, _first_line
+from kdbench.errors import first_line
+
+from .hypnogram import EPOCH
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def read_header(path: Path) -> tuple[PsgHeader | None, str]:
             warnings.simplefilter("always")
             raw = open_raw(path, verbose="warning")
     except Exception as error:  # noqa: BLE001 - reported as a problem with the file
-        return None, f"not a readable EDF ({_first_line(error)})"
+        return None, f"not a readable EDF ({first_line(error)})"
     if not raw.ch_names:
         return None, "no signal channels, only EDF+ annotations (is it a hypnogram?)"
     n_times, promised, truncation = int(raw.n_times), int(raw.n_times), ""

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from kdbench.contracts import DatasetInfo
 from kdbench.data import resolve_root
+from kdbench.errors import first_line
 
 from ...shared import media
 from .common import (
@@ -37,7 +38,7 @@ from .common import (
     report_truncation,
     teacher_shape,
 )
-from .hypnogram import CLASS_NAMES, EPOCH, Hypnogram, _first_line, read_hypnogram
+from .hypnogram import CLASS_NAMES, EPOCH, Hypnogram, read_hypnogram
 from .psg import PsgHeader, match_channel, read_header
 from .splits import ahi_group, assign
 from .synth import S3VESynthOptions
@@ -264,7 +265,7 @@ class S3VE(SleepDataset):
         try:
             info = media.probe(video)
         except Exception as error:  # noqa: BLE001
-            self._problems.add("bad-video", file, f"not a readable video ({_first_line(error)})", night=night.name)
+            self._problems.add("bad-video", file, f"not a readable video ({first_line(error)})", night=night.name)
             return
         duration = info.frames / info.fps if info.frames else info.duration
         night.video_frames = info.frames or 0   # 0: the header states none (truncation then goes unchecked)
@@ -293,7 +294,7 @@ class S3VE(SleepDataset):
                     self.reader.eeg(n, int(held[-1]))
             except Exception as error:  # noqa: BLE001
                 found.add("eeg-read", str(night.psg.relative_to(self.root)),
-                          f"cannot read EEG samples ({_first_line(error)})", night.keys())
+                          f"cannot read EEG samples ({first_line(error)})", night.keys())
             expected = night.video_frames
             if night.video is None or not night.video_fps:   # missing or unreadable: reported already
                 continue

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from kdbench.contracts import DatasetInfo
 from kdbench.data import resolve_root
+from kdbench.errors import first_line
 
 from .common import (
     EEGReader,
@@ -30,7 +31,7 @@ from .common import (
     report_truncation,
     teacher_shape,
 )
-from .hypnogram import CLASS_NAMES, EPOCH, _first_line, read_hypnogram
+from .hypnogram import CLASS_NAMES, EPOCH, read_hypnogram
 from .psg import match_channel, read_header
 from .splits import assign
 from .synth import SleepEDFSynthOptions
@@ -179,5 +180,5 @@ class SleepEDF(SleepDataset):
                     self.reader.eeg(n, int(held[-1]))
                 except Exception as error:  # noqa: BLE001
                     found.add("eeg-read", self._rel(night.psg, self.root),
-                              f"cannot read EEG samples ({_first_line(error)})", night.keys())
+                              f"cannot read EEG samples ({first_line(error)})", night.keys())
         return found.resolve({}), []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from kdbench.data import Problem
+from kdbench.errors import first_line
 
 from ...shared import media
 from .index import aggregate
@@ -28,9 +29,6 @@ KINDS = {
 }
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _video(path, frames: bool, audio: bool) -> tuple[str, str] | None:
@@ -39,7 +37,7 @@ def _video(path, frames: bool, audio: bool) -> tuple[str, str] | None:
     try:
         header = media.probe(path)
     except Exception as error:  # FFmpeg/OS errors, no video stream: the file is unusable either way
-        return "unreadable", f"cannot be opened: {_first_line(error)}"
+        return "unreadable", f"cannot be opened: {first_line(error)}"
     if frames:
         packets = media.count_packets(path)
         if header.frames is not None and packets < header.frames - 1:
@@ -48,7 +46,7 @@ def _video(path, frames: bool, audio: bool) -> tuple[str, str] | None:
             start, _ = media.video_span(path)
             media.read_frames(path, start, 1.0 / header.fps, 1, 16, 16)
         except Exception as error:
-            return "undecodable", f"does not decode: {_first_line(error)}"
+            return "undecodable", f"does not decode: {first_line(error)}"
     if audio:
         if header.audio_rate is None:
             return "no_audio", "has no audio track (teacher_input='audio' needs one)"
@@ -56,7 +54,7 @@ def _video(path, frames: bool, audio: bool) -> tuple[str, str] | None:
             if len(media.read_audio(path)) == 0:
                 return "bad_audio", "its audio track holds no samples"
         except Exception as error:
-            return "bad_audio", f"its audio track does not decode: {_first_line(error)}"
+            return "bad_audio", f"its audio track does not decode: {first_line(error)}"
     return None
 
 
@@ -80,7 +78,7 @@ def deep_problems(dataset, keys: list[str], bad: set[str], fields: tuple[str, ..
             try:
                 store.load(key)
             except Exception as error:
-                found["bad_embedding"].append((key, store.where[key], _first_line(error)))
+                found["bad_embedding"].append((key, store.where[key], first_line(error)))
     problems = []
     for kind, entries in found.items():
         folder, what = KINDS[kind]

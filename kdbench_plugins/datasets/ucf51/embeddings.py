@@ -17,6 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from kdbench.errors import first_line
+
 from .layout import EMBED_DIM
 
 
@@ -24,9 +26,6 @@ def _junk(parts: tuple[str, ...]) -> bool:
     return any(p.startswith("._") or p == "__MACOSX" for p in parts)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def header_fault(stream, size: int) -> str | None:
@@ -41,7 +40,7 @@ def header_fault(stream, size: int) -> str | None:
         else:
             return f"not a readable .npy file (format version {version[0]}.{version[1]})"
     except (ValueError, OSError, SyntaxError) as error:
-        return f"not a readable .npy file ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        return f"not a readable .npy file ({first_line(error)})"
     if tuple(shape) != (EMBED_DIM,) or dtype.kind != "f" or dtype.itemsize != 4:
         return f"holds {dtype} {tuple(shape)}, expected float32 ({EMBED_DIM},)"
     expected = stream.tell() + EMBED_DIM * 4
@@ -89,7 +88,7 @@ class Embeddings:
             # "r:*" would try every compression and, failing, raise one error per method on several lines
             tar = tarfile.open(self.path, mode="r:gz" if gz else "r:*")  # noqa: SIM115 - closed by `with tar` below
         except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-            detail = _first_line(error) if gz else "not a tar file, gzipped or not"
+            detail = first_line(error) if gz else "not a tar file, gzipped or not"
             self.error = (f"not a readable {'.tar.gz' if gz else 'tar archive'} ({detail}); re-download it or point "
                           f"embeddings= at the unpacked folder")
             return
@@ -108,7 +107,7 @@ class Embeddings:
                     if fault:
                         self.faults[key] = fault
         except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-            self.error = f"cannot read the archive after {len(self.where)} embeddings: {_first_line(error)}"
+            self.error = f"cannot read the archive after {len(self.where)} embeddings: {first_line(error)}"
 
     def _read_folder(self) -> None:
         try:

@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from kdbench.contracts import DatasetInfo, Model, ModelOutput
-from kdbench.errors import KdbenchError
+from kdbench.errors import KdbenchError, first_line
 from kdbench.options import PluginOptions
 
 from .common import LATENT, LinearHead, Taps, braindecode_models, epoch_length, pooled
@@ -158,7 +158,7 @@ class DeepSleepNetTeacher(Model):
                 large_first_padding=(large_k - large_s) // 2)
         except ValueError as error:
             raise KdbenchError(f"deepsleepnet: {n_times} samples at {fs:g} Hz do not fit its CNN "
-                               f"({str(error).splitlines()[0]})") from None
+                               f"({first_line(error)})") from None
         self._taps = Taps({"small1": self.core.cnn1.conv1, "large1": self.core.cnn2.conv1,
                            "small": self.core.cnn1, "large": self.core.cnn2})
         self.head = LinearHead(self.core.len_last_layer, options.embedding_dim, info.num_classes)
