@@ -149,3 +149,31 @@ def test_plugins_command_shows_errors(extra_plugins, cli, monkeypatch):
     assert "broken-plugin 0.1" in line and "error: ImportError: needs libfoo" in line
     listed = cli("list", "distillers")
     assert "kd" in listed.out and "warning: plugin 'broken' failed to load" in listed.err
+
+
+def test_a_plugin_adds_a_command_found_only_when_asked_for(tmp_path, monkeypatch, cli):
+    import kdbench.cli as cli_module
+
+    install_fake_dist(tmp_path, "hello-plugin", "hello", "hello_plugin", """
+        import click
+
+        from kdbench.hookspecs import hookimpl
+
+        @click.command("hello")
+        def hello():
+            \"\"\"Say hello.\"\"\"
+            click.echo("hello from a plugin")
+
+        @hookimpl
+        def register_commands(register):
+            register(hello)
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("KDBENCH_BLOCK_PLUGINS", raising=False)
+    fresh = load_plugins()
+    monkeypatch.setattr(cli_module, "plugins", lambda: fresh)
+    assert cli("hello").out.strip() == "hello from a plugin"
+    assert "commands added by plugins: hello" in cli("plugins").out
+    helped = cli("--help")
+    assert "Plugins may add commands" in helped.out and "hello" not in helped.out  # help loads no plugin
+    assert cli("no-such-command").code == 2
