@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..metrics import Scores, score
-from ..tracking import MlflowTracker, Tracker, flatten, source_commit, tracking_uri
+from ..tracking import MlflowTracker, Tracker, flatten, process_tags, source_commit, tracking_uri
 from . import loop, teacher_outputs
 from .checkpoint import save_atomic
 from .plan import Prepared, PreparedTeacher, outputs_keys, outputs_root
@@ -68,7 +68,7 @@ def student_tags(p: Prepared) -> dict[str, str]:
     tags = {"kdbench.role": "student", "kdbench.dataset": config.dataset.name, "kdbench.teacher": config.teacher.name,
             "kdbench.student": config.student.name, "kdbench.distiller": config.distiller.name,
             "kdbench.seed": str(config.seed), "kdbench.config_hash": p.digest, "kdbench.version": __version__,
-            "kdbench.teacher_source": f"{p.source.kind}:{p.source.location}"}
+            "kdbench.teacher_source": f"{p.source.kind}:{p.source.location}", **process_tags()}
     if p.source.run_id:
         tags["kdbench.teacher_run_id"] = p.source.run_id
     if commit := source_commit():
@@ -118,4 +118,7 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
         tracker.log_metrics(scores.as_dict("final_"))
         tracker.log_confusion(scores.confusion, info.class_names,
                               f"{config.distiller.name}: {config.student.name} on {config.dataset.name}")
+        tracker.log_torch({"state_dict": loop.to_cpu(p.student.state_dict()), "student": config.student.name,
+                           "options": config.student.options, "config": config.model_dump(mode="json")},
+                          "student/student.pt")
     return RunResult(run_id, p.digest, scores, teacher_scores, history)

@@ -21,7 +21,7 @@ from ..data.guard import require_usable
 from ..data.report import Problem
 from ..paths import cache_dir
 from ..plugins import Plugins
-from ..tracking import tracking_uri
+from ..tracking import check_store, tracking_uri
 from . import loop, teacher_outputs
 from .build import build_dataset, build_distiller, build_model
 from .checkpoint import load
@@ -75,6 +75,7 @@ def checkpoint_path(config: RunConfig) -> Path:
 
 def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progress: bool = True,
             echo=print) -> Prepared:
+    check_store(tracking_uri(config.tracking.uri))
     device = loop.resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
 
@@ -159,6 +160,7 @@ class PreparedTeacher:
 
 
 def prepare_teacher(config: RunConfig, plugins: Plugins, *, progress: bool = True, echo=print) -> PreparedTeacher:
+    check_store(tracking_uri(config.tracking.uri))
     device = loop.resolve_device(config.device)
     loop.reseed(config.seed)
     dataset = build_dataset(config, plugins)

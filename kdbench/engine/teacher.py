@@ -24,7 +24,7 @@ from ..config import RunConfig
 from ..contracts import Dataset, Model
 from ..errors import KdbenchError
 from ..paths import cache_dir
-from ..tracking import Tracker, flatten
+from ..tracking import Tracker, flatten, process_tags
 from . import loop
 from .checkpoint import load, load_state_strict, save_atomic
 
@@ -115,7 +115,8 @@ def fit_teacher(config: RunConfig, dataset: Dataset, teacher: Model, training: l
     names = dataset.info.class_names
     key = teacher_key(config, dataset)
     tags = {"kdbench.role": "teacher", "kdbench.teacher": config.teacher.name, "kdbench.dataset": config.dataset.name,
-            "kdbench.seed": str(config.seed), "kdbench.teacher_key": key, "kdbench.version": __version__}
+            "kdbench.seed": str(config.seed), "kdbench.teacher_key": key, "kdbench.version": __version__,
+            **process_tags()}
     params = flatten({"teacher": config.teacher.model_dump(exclude={"checkpoint"}),
                       "dataset": config.dataset.model_dump(), "seed": config.seed,
                       "teacher_training": config.teacher_training.model_dump(mode="json")})
