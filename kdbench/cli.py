@@ -6,6 +6,7 @@ Ctrl-C and SIGTERM end with status 130 after the MLflow run is marked KILLED.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -40,8 +41,12 @@ class Commands(click.Group):
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Plugins may add commands: `kdbench plugins` lists them.")
 @click.version_option(__version__, prog_name="kdbench")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="show MLflow's own messages (store creation, migrations) and download progress bars")
+def cli(verbose: bool) -> None:
     """Cross-modal knowledge distillation benchmarks."""
+    if verbose:  # read by kdbench.tracking, here and in any worker process started from here
+        os.environ["KDBENCH_VERBOSE"] = "1"
 
 
 @cli.command("list")
@@ -221,6 +226,9 @@ def teacher_train_cmd(dataset, teacher, data_root, skip_bad, config_file, sets, 
 from .data.commands import data_group  # noqa: E402
 
 cli.add_command(data_group)
+from .runs import runs_group  # noqa: E402
+
+cli.add_command(runs_group)
 
 
 def _sigterm(signum, frame):

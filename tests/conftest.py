@@ -41,6 +41,18 @@ def mlflow_template(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def session_store_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('default-store') / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def default_store(session_store_uri, monkeypatch):
+    """The engine checks (and opens) the tracking store while preparing a run, even for tests that track
+    into memory: those get one store per session (created by the first that needs it), never ./mlflow.db."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", session_store_uri)
+
+
 @dataclass
 class Workdir:
     path: Path

@@ -14,7 +14,15 @@ import numpy as np
 
 from .. import __version__
 from ..metrics import Scores, score
-from ..tracking import MlflowTracker, Tracker, flatten, source_commit, tracking_uri
+from ..tracking import (
+    MlflowTracker,
+    Tracker,
+    close_if_stale,
+    flatten,
+    process_tags,
+    source_commit,
+    tracking_uri,
+)
 from . import loop, teacher_outputs
 from .checkpoint import save_atomic
 from .plan import Prepared, PreparedTeacher, outputs_keys, outputs_root
@@ -70,7 +78,7 @@ def student_tags(p: Prepared, store: str | None) -> dict[str, str]:
     tags = {"kdbench.role": "student", "kdbench.dataset": config.dataset.name, "kdbench.teacher": config.teacher.name,
             "kdbench.student": config.student.name, "kdbench.distiller": config.distiller.name,
             "kdbench.seed": str(config.seed), "kdbench.config_hash": p.digest, "kdbench.version": __version__,
-            "kdbench.teacher_source": f"{p.source.kind}:{p.source.location}"}
+            "kdbench.teacher_source": f"{p.source.kind}:{p.source.location}", **process_tags()}
     tags["kdbench.teacher_weights"] = teacher_outputs.weights_digest(p.teacher)[:16]
     tags["kdbench.data_fingerprint"] = p.dataset.fingerprint()[:16]
     if p.source.run_id and p.source.store == store:
@@ -87,6 +95,8 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
     state = t.resume
     start, run_id, history = t.start
     name = f"{config.distiller.name}-{config.dataset.name}-{config.student.name}-s{config.seed}"
+    if p.replaced_run and hasattr(tracker, "uri") and close_if_stale(tracker.uri, p.replaced_run):
+        echo(f"note: run {p.replaced_run}, whose process died, is now marked KILLED")
     with tracker.run(name=name, tags=student_tags(p, getattr(tracker, "uri", None)), run_id=run_id) as run_id:
         if start == 0:
             tracker.log_params(flatten(config.model_dump(mode="json")))
@@ -124,4 +134,7 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
         tracker.log_metrics(scores.as_dict("final_"))
         tracker.log_confusion(scores.confusion, info.class_names,
                               f"{config.distiller.name}: {config.student.name} on {config.dataset.name}")
+        tracker.log_torch({"state_dict": loop.to_cpu(p.student.state_dict()), "student": config.student.name,
+                           "options": config.student.options, "config": config.model_dump(mode="json")},
+                          "student/student.pt")
     return RunResult(run_id, p.digest, scores, teacher_scores, history)

@@ -18,9 +18,10 @@ from ..config import RunConfig, config_hash
 from ..contracts import Dataset, Distiller, Model
 from ..data.guard import require_usable
 from ..data.report import Problem
+from ..errors import KdbenchError
 from ..paths import cache_dir
 from ..plugins import Plugins
-from ..tracking import tracking_uri
+from ..tracking import check_store, live_owner, tracking_uri
 from . import loop, teacher_outputs
 from .build import build_dataset, build_distiller, build_model
 from .checkpoint import check_writable, load, state_bytes
@@ -49,6 +50,7 @@ class Prepared:
     distiller: Distiller
     source: TeacherSource
     teacher_fit: loop.Training | None     # the teacher's training, when the source is "train"
+    replaced_run: str | None              # the tracked run of the checkpoint this run resumes or overwrites
     trains_teacher: bool                  # the distiller trains the teacher with the student
     store: bool                           # the frozen teacher's outputs are stored and looked up
     stored: dict[str, teacher_outputs.TeacherOutputs]
@@ -71,8 +73,24 @@ def checkpoint_path(config: RunConfig) -> Path:
     return Path(config.output_dir) / config_hash(config) / "checkpoint.pt"
 
 
+def previous_run(path: Path, uri: str) -> str | None:
+    """The tracked run of the checkpoint at ``path``, if any; refused if that run is still alive (two processes
+    would write one checkpoint). A dead one is closed by ``fit`` (marked KILLED) before this run starts."""
+    if not path.exists():
+        return None
+    try:
+        run_id = load(path).get("run_id")
+    except KdbenchError:  # damaged: --resume refuses it with its own message; overwriting it is fine
+        return None
+    if run_id and (owner := live_owner(uri, run_id)):
+        raise KdbenchError(f"the checkpoint {path} belongs to run {run_id}, which is still running ({owner}); "
+                           f"wait for it, stop it, or write elsewhere with --set output_dir=DIR")
+    return run_id
+
+
 def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progress: bool = True,
             echo=print) -> Prepared:
+    check_store(tracking_uri(config.tracking.uri))
     device = loop.resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
 
@@ -133,6 +151,7 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     # weights + up to two optimiser moments each, twice while the atomic save replaces the old file, + slack
     need = 2 * 3 * state_bytes(*modules) + 2**20
     check_writable(path.parent, need, "output folder", "choose another with --set output_dir=DIR, or free space")
+    replaced = previous_run(path, tracking_uri(config.tracking.uri))
     if resume and path.exists():
         state = load(path)
         student.load_state_dict(state["student"])
@@ -148,7 +167,7 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     return Prepared(config=config, digest=config_hash(config), device=device, amp=amp, dataset=dataset,
                     skipped=skipped, teacher=teacher, student=student, distiller=distiller, source=source,
                     teacher_fit=teacher_fit, trains_teacher=trains_teacher, store=store, stored=stored,
-                    training=training, checkpoint=path)
+                    training=training, checkpoint=path, replaced_run=replaced)
 
 
 @dataclass
@@ -162,6 +181,7 @@ class PreparedTeacher:
 
 
 def prepare_teacher(config: RunConfig, plugins: Plugins, *, progress: bool = True, echo=print) -> PreparedTeacher:
+    check_store(tracking_uri(config.tracking.uri))
     device = loop.resolve_device(config.device)
     loop.reseed(config.seed)
     dataset = build_dataset(config, plugins)

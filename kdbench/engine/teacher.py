@@ -22,9 +22,9 @@ import torch
 from .. import __version__
 from ..config import RunConfig
 from ..contracts import Dataset, Model
-from ..errors import KdbenchError, first_line
+from ..errors import KdbenchError
 from ..paths import cache_dir
-from ..tracking import Tracker, flatten
+from ..tracking import Tracker, download_artifact, flatten, process_tags
 from . import loop
 from .checkpoint import load, load_state_strict, save_atomic
 
@@ -77,16 +77,12 @@ def load_weights(teacher: Model, source: TeacherSource, uri: str) -> TeacherSour
         return TeacherSource("cache", source.location, blob.get("run_id"), blob.get("tracking_uri"))
     location, run_id, path = source.location, None, source.location
     if location.startswith("runs:/"):
-        import mlflow
-
         run_id = location.removeprefix("runs:/").split("/")[0]
         artifact = location.removeprefix(f"runs:/{run_id}").strip("/") or ARTIFACT
-        mlflow.set_tracking_uri(uri)
         try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
-        except Exception as error:
-            raise KdbenchError(f"teacher checkpoint {location!r} cannot be fetched from {uri}: "
-                               f"{first_line(error)}") from None
+            path = download_artifact(uri, run_id, artifact)
+        except KdbenchError as error:
+            raise KdbenchError(f"teacher checkpoint {location!r}: {error}") from None
     blob = load(Path(path), f"teacher checkpoint {location!r}",
                 fix="point --teacher-checkpoint at a teacher file kdbench wrote, a state dict saved with torch.save, "
                     "or runs:/<teacher run id>")
@@ -136,7 +132,8 @@ def fit_teacher(config: RunConfig, dataset: Dataset, teacher: Model, training: l
     names = dataset.info.class_names
     key = teacher_key(config, dataset)
     tags = {"kdbench.role": "teacher", "kdbench.teacher": config.teacher.name, "kdbench.dataset": config.dataset.name,
-            "kdbench.seed": str(config.seed), "kdbench.teacher_key": key, "kdbench.version": __version__}
+            "kdbench.seed": str(config.seed), "kdbench.teacher_key": key, "kdbench.version": __version__,
+            **process_tags()}
     params = flatten({"teacher": config.teacher.model_dump(exclude={"checkpoint"}),
                       "dataset": config.dataset.model_dump(), "seed": config.seed,
                       "teacher_training": config.teacher_training.model_dump(mode="json")})
