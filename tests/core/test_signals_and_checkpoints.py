@@ -66,3 +66,35 @@ def test_strict_loading_names_the_first_mismatch():
         load_state_strict(model, missing, "teacher")
     with pytest.raises(KdbenchError, match="unexpected key 'extra'"):
         load_state_strict(model, {**state, "extra": torch.zeros(1)}, "teacher")
+
+
+def test_a_run_killed_hard_is_closed_when_its_checkpoint_is_overwritten(workdir):
+    args = [sys.executable, "-m", "kdbench", "run", "--distiller", "kd", "--dataset", "synthetic", "--config",
+            "tiny.toml", "--no-progress", "--tracking-uri", workdir.uri]
+    proc = subprocess.Popen([*args, "--epochs", "200"], cwd=workdir.path, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # wait until a student checkpoint exists
+        if line.startswith("epoch 2/200") or time.monotonic() > deadline:
+            break
+    proc.kill()  # kill -9: no chance to end its MLflow run
+    proc.wait(timeout=60)
+    [dead] = [r for r in workdir.runs() if r.data.tags.get("kdbench.role") == "student"]
+    assert dead.info.status == "RUNNING"
+    # the same configuration again, without --resume: it overwrites that checkpoint, so it closes the dead run
+    again = subprocess.Popen([*args, "--epochs", "200"], cwd=workdir.path, stderr=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    seen = []
+    for line in again.stderr:
+        seen.append(line)
+        if line.startswith("epoch 1/200") or time.monotonic() > deadline + 120:
+            break
+    # while it runs, a third copy is refused: two processes would write one checkpoint
+    third = subprocess.run([*args, "--epochs", "200"], cwd=workdir.path, capture_output=True, text=True,
+                           env=os.environ.copy(), timeout=300)
+    assert third.returncode == 2 and "which is still running (pid" in third.stderr and "Traceback" not in third.stderr
+    again.send_signal(signal.SIGTERM)  # it has shown what it does; stop it the clean way
+    again.communicate(timeout=60)
+    assert f"note: run {dead.info.run_id}, whose process died, is now marked KILLED\n" in seen, "".join(seen)
+    statuses = {r.info.run_id: r.info.status for r in workdir.runs() if r.data.tags.get("kdbench.role") == "student"}
+    assert statuses[dead.info.run_id] == "KILLED" and "RUNNING" not in statuses.values() and len(statuses) == 2
