@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +16,46 @@ import torch
 from ..errors import KdbenchError
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold Ctrl-C and SIGTERM until the block is done (their handlers then run). A signal raised inside
+    ``torch.save`` would leave its zip writer half-closed, and the interrupt would surface as a RuntimeError
+    (run FAILED, a traceback) instead of ending the run KILLED with the previous checkpoint intact.
+
+    Done with Python-level handlers that note the signal, not by masking it: in a process with other threads
+    (torch's), the kernel hands a process-directed signal to any thread that does not mask it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, Any]] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, lambda signum, frame: pending.append((signum, frame))) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for signum, frame in pending[:1]:  # one interruption is enough
+            handler = before[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it; signals wait until done."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with signals_deferred():
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(obj, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 RESUME_FIX = "delete it to start over"

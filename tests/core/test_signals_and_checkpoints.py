@@ -98,3 +98,21 @@ def test_a_run_killed_hard_is_closed_when_its_checkpoint_is_overwritten(workdir)
     assert f"note: run {dead.info.run_id}, whose process died, is now marked KILLED\n" in seen, "".join(seen)
     statuses = {r.info.run_id: r.info.status for r in workdir.runs() if r.data.tags.get("kdbench.role") == "student"}
     assert statuses[dead.info.run_id] == "KILLED" and "RUNNING" not in statuses.values() and len(statuses) == 2
+
+
+def test_a_signal_during_a_save_waits_for_the_save(tmp_path):
+    """SIGTERM sent while torch.save writes arrives after the file is complete (it used to break the zip writer
+    and surface as a RuntimeError, ending the run FAILED with a traceback)."""
+    from kdbench.engine.checkpoint import signals_deferred
+
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: received.append("during" if saving else "after"))
+    try:
+        saving = True
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            save_atomic({"weights": torch.zeros(1000)}, tmp_path / "ck.pt")
+            saving = False
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == ["after"] and torch.equal(load(tmp_path / "ck.pt")["weights"], torch.zeros(1000))
