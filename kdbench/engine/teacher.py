@@ -141,16 +141,21 @@ def fit_teacher(config: RunConfig, dataset: Dataset, teacher: Model, training: l
     store = getattr(tracker, "uri", None)
     partial = progress_path(path)
     start, run_id, _ = training.start
+    if run_id and (training.resume or {}).get("tracking_uri") != store:
+        # the cache is shared by every store on the machine: the interrupted training was tracked elsewhere, so
+        # its weights continue here in a new run that says where the first epochs are
+        tags["kdbench.continued_from"] = f"run {run_id} in {training.resume.get('tracking_uri')}, after epoch {start}"
+        run_id = None
     with tracker.run(name=f"teacher-{config.teacher.name}-{config.dataset.name}", tags=tags, run_id=run_id) as run_id:
-        if start == 0:
+        if start == 0 or "kdbench.continued_from" in tags:
             tracker.log_params(params)
 
         def after_epoch(epoch, losses, scores):
             tracker.log_metrics({**losses, **scores.as_dict()}, step=epoch + 1)
             echo(f"teacher epoch {epoch + 1}/{training.epochs}: loss {losses['loss']:.4f}  "
                  f"accuracy {scores.accuracy:.3f}  mf1 {scores.mf1:.3f}  kappa {scores.kappa:.3f}")
-            save_atomic({"epoch": epoch + 1, "run_id": run_id, "history": [], "teacher": loop.to_cpu(teacher.state_dict()),
-                         **training.state()}, partial)
+            save_atomic({"epoch": epoch + 1, "run_id": run_id, "tracking_uri": store, "history": [],
+                         "teacher": loop.to_cpu(teacher.state_dict()), **training.state()}, partial)
 
         scores = loop.fit_epochs(training, start, progress=progress, after_epoch=after_epoch)
         if scores is None:  # interrupted after its last epoch, before the weights were cached

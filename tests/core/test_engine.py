@@ -151,3 +151,21 @@ def test_a_full_disk_is_refused_with_what_is_free_and_needed(tmp_path):
     with pytest.raises(KdbenchError, match=r"MiB free, and a checkpoint needs about .* MiB; free space"):
         check_writable(tmp_path, need, "output folder", "free space")
     check_writable(tmp_path / "new", 1, "output folder", "free space")  # a creatable folder with room passes
+
+
+class OtherStore(MemoryTracker):
+    uri = "memory://another-store"
+
+
+def test_a_teacher_interrupted_in_another_store_continues_in_a_new_run(tmp_path, cache):
+    three = ("teacher_training.epochs=3",)
+    with pytest.raises(KeyboardInterrupt):
+        fit(prepare(config(tmp_path, "kd", *three), plugins(), progress=False, echo=quiet), tracker=StopTeacherAt(2),
+            progress=False, echo=quiet)
+    other = OtherStore()
+    fit(prepare(config(tmp_path, "kd", *three), plugins(), progress=False, echo=quiet), tracker=other,
+        progress=False, echo=quiet)
+    teacher = other.runs["memory-0"]
+    assert teacher["status"] == "FINISHED" and teacher["tags"]["kdbench.role"] == "teacher"
+    assert teacher["tags"]["kdbench.continued_from"] == "run memory-0 in None, after epoch 1"
+    assert [step for step, _ in teacher["metrics"]["accuracy"]] == [2, 3] and teacher["params"]
