@@ -73,19 +73,23 @@ def checkpoint_path(config: RunConfig) -> Path:
     return Path(config.output_dir) / config_hash(config) / "checkpoint.pt"
 
 
-def previous_run(path: Path, uri: str) -> str | None:
-    """The tracked run of the checkpoint at ``path``, if any; refused if that run is still alive (two processes
-    would write one checkpoint). A dead one is closed by ``fit`` (marked KILLED) before this run starts."""
+def previous_run(path: Path, uri: str, *, resume: bool) -> tuple[str | None, dict | None]:
+    """The tracked run of the checkpoint at ``path`` (if any) and, with ``resume``, the checkpoint itself, read
+    once. Refused if that run is still alive (two processes would write one checkpoint); a dead one is closed by
+    ``fit`` (marked KILLED) before this run starts. A damaged checkpoint is refused only when it is resumed."""
     if not path.exists():
-        return None
+        return None, None
     try:
-        run_id = load(path).get("run_id")
-    except KdbenchError:  # damaged: --resume refuses it with its own message; overwriting it is fine
-        return None
+        state = load(path)
+    except KdbenchError:
+        if resume:
+            raise
+        return None, None  # overwriting a damaged checkpoint is fine
+    run_id = state.get("run_id") if isinstance(state, dict) else None
     if run_id and (owner := live_owner(uri, run_id)):
         raise KdbenchError(f"the checkpoint {path} belongs to run {run_id}, which is still running ({owner}); "
                            f"wait for it, stop it, or write elsewhere with --set output_dir=DIR")
-    return run_id
+    return run_id, state if resume else None
 
 
 def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progress: bool = True,
@@ -151,9 +155,8 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     # weights + up to two optimiser moments each, twice while the atomic save replaces the old file, + slack
     need = 2 * 3 * state_bytes(*modules) + 2**20
     check_writable(path.parent, need, "output folder", "choose another with --set output_dir=DIR, or free space")
-    replaced = previous_run(path, tracking_uri(config.tracking.uri))
-    if resume and path.exists():
-        state = load(path)
+    replaced, state = previous_run(path, tracking_uri(config.tracking.uri), resume=resume)
+    if state is not None:
         student.load_state_dict(state["student"])
         distiller.load_state_dict(state["distiller"])
         if trains_teacher:
