@@ -4,7 +4,7 @@ A run is :func:`prepare`\\ d (everything decided and refusable refused, nothing 
 (the teacher's training if it needs one, stored teacher outputs, the student's epochs, tracked).
 """
 
-from .fit import RunResult, fit, fit_teacher_only
+from .fit import RunResult, fit, fit_teacher_only, fit_teacher_stage
 from .plan import Prepared, PreparedTeacher, prepare, prepare_teacher
 
-__all__ = ["Prepared", "PreparedTeacher", "RunResult", "fit", "fit_teacher_only", "prepare", "prepare_teacher"]
+__all__ = ["Prepared", "PreparedTeacher", "RunResult", "fit", "fit_teacher_only", "fit_teacher_stage", "prepare", "prepare_teacher"]

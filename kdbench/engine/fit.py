@@ -43,8 +43,16 @@ def default_tracker(config) -> Tracker:
 
 
 def fit(p: Prepared, *, tracker: Tracker | None = None, progress: bool = True, echo=print) -> RunResult:
+    tracker = tracker or default_tracker(p.config)
+    fit_teacher_stage(p, tracker, progress=progress, echo=echo)
+    return fit_student(p, tracker, progress=progress, echo=echo)
+
+
+def fit_teacher_stage(p: Prepared, tracker: Tracker, *, progress: bool = True, echo=print) -> None:
+    """Everything a run needs of its teacher before the student's first epoch: its training (source "train")
+    and its stored outputs. A sweep runs this once per distinct teacher before fanning cells out, so cells
+    that share a frozen teacher neither train it nor compute its outputs in parallel."""
     config = p.config
-    tracker = tracker or default_tracker(config)
     if p.teacher_fit is not None:
         echo(f"teacher: no checkpoint given; training {config.teacher.name!r} on {config.dataset.name!r} "
              f"for {config.teacher_training.epochs} epochs (cached for later runs)")
@@ -61,7 +69,6 @@ def fit(p: Prepared, *, tracker: Tracker | None = None, progress: bool = True, e
                 p.stored[split] = teacher_outputs.compute(
                     outputs_root(), key, p.teacher, p.dataset.split(split, TEACHER_FIELDS), batch_size=config.batch_size,
                     num_workers=config.num_workers, device=p.device, amp=p.amp, progress=progress)
-    return fit_student(p, tracker, progress=progress, echo=echo)
 
 
 def fit_teacher_only(p: PreparedTeacher, *, tracker: Tracker | None = None, progress: bool = True,
