@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import echo_err, table, warn_broken
+from ..cli import table, warn_broken
 from ..errors import ConfigError
 from . import spec
 
