@@ -239,12 +239,25 @@ def explain(error: ValidationError, model: type[BaseModel], prefix: str = "") ->
 
 
 def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model at ``loc`` inside ``model`` (through ``X | None`` and ``list[X]``), if it is one."""
+    import typing
+
+    def model_in(annotation):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        for arg in typing.get_args(annotation):
+            if found := model_in(arg):
+                return found
+        return None
+
     for part in loc:
+        if isinstance(part, int):  # an index into a list of models
+            continue
         field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        found = model_in(getattr(field, "annotation", None))
+        if found is None:
             return None
-        model = annotation
+        model = found
     return model
 
 

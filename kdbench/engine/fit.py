@@ -8,6 +8,7 @@ same tracked run.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,8 @@ def student_tags(p: Prepared, store: str | None) -> dict[str, str]:
         tags["kdbench.teacher_run_id"] = p.source.run_id
     elif p.source.run_id:
         tags["kdbench.teacher_run_elsewhere"] = f"{p.source.run_id} in {p.source.store or 'an unknown store'}"
+    if gpus := os.environ.get("CUDA_VISIBLE_DEVICES"):  # a sweep's worker slot, or the user's own choice
+        tags["kdbench.cuda_visible_devices"] = gpus
     if commit := source_commit():
         tags["kdbench.git_commit"] = commit
     return tags

@@ -36,7 +36,10 @@ def make_slots(gpus: list[str] | None, max_parallel: int | None, nproc: int = 1)
         groups = [gpus[i:i + nproc] for i in range(0, len(gpus) - nproc + 1, nproc)]
         slots = [Slot(f"gpu {','.join(g)}", {"CUDA_VISIBLE_DEVICES": ",".join(g)}) for g in groups]
         return slots[:max_parallel] if max_parallel else slots
-    return [Slot(f"worker {i + 1}") for i in range(max_parallel or 1)]
+    count = max_parallel or 1
+    # N processes on a CPU: each gets its share of the cores (N processes of all-core OpenMP mostly wait)
+    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // count))}
+    return [Slot(f"worker {i + 1}", dict(threads)) for i in range(count)]
 
 
 @dataclass

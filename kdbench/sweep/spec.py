@@ -151,6 +151,8 @@ def expand(spec: SweepFile, seeds: list[int] | None = None) -> list[Cell]:
     cells: list[Cell] = []
     for index, block in enumerate(blocks):
         where = "[grid]" if block is spec.grid else f"[[cells]] #{index + (0 if spec.grid else 1)}"
+        if not any(getattr(block, c) for c in CHOICES) and not block.set and block.row is None:
+            raise ConfigError(f"{where} is empty: name at least a distiller (e.g. distiller = [\"baseline\", \"kd\"])")
         own = set_layer(block.set, f"{where} set")
         block_seeds = seeds or ([block.seed] if isinstance(block.seed, int) else block.seed) or spec.seeds
         for combo in itertools.product(*(_names(getattr(block, c)) for c in CHOICES)):
