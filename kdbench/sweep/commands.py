@@ -15,7 +15,6 @@ from pathlib import Path
 
 import click
 
-from ..cli import table, warn_broken
 from ..errors import ConfigError
 from . import spec
 
@@ -60,6 +59,7 @@ def clock() -> str:
 def sweep_cmd(file, dry_run, gpus, max_parallel, launcher, nproc_per_node, seeds, sets, tracking_uri, experiment,
               slurm_partition, slurm_time, slurm_folder, slurm_local) -> None:
     """Run every cell of a sweep file (or a table in leaderboards/), skipping what is done."""
+    from ..cli import table, warn_broken  # here: kdbench.cli imports this module
     from ..plugins import plugins
     from .plan import mark_done, open_stores, resolve_cells, stores
 
