@@ -13,8 +13,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# Every distiller on the embedded synthetic dataset, 3 seeds, then its leaderboard; run again, it starts nothing.
 demo: $(VENV)/.installed
-	$(BIN)/kdbench run --distiller kd --dataset synthetic
+	$(BIN)/kdbench sweep leaderboards/demo.toml --max-parallel 2
+	$(BIN)/kdbench leaderboard leaderboards/demo.toml
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
