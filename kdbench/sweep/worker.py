@@ -62,7 +62,10 @@ def main() -> int:
             request = json.loads(line)
             with output_to(request["log"]) as log:
                 outcome = run_job(request["job"], echo=lambda message: print(message, file=log, flush=True))
-            answers.write(json.dumps(outcome) + "\n")
+            try:
+                answers.write(json.dumps(outcome) + "\n")
+            except OSError:  # the sweep is gone; the run was ended above, the next sweep sees it
+                os._exit(1)  # not a normal exit: flushing the answers again would only fail again
             if outcome["status"] == "interrupted":
                 return 130
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stdin closed: the sweep is over, nothing to end KILLED
