@@ -412,9 +412,28 @@ def download_artifact(uri: str, run_id: str, path: str, dest: Path | None = None
 
 # -- the run lifecycle ---------------------------------------------------------------------------------------
 
+def batch_job() -> str | None:
+    """The batch job this process runs in, which stays the same when the job is requeued: a SLURM job
+    (``"1234_5"``, task 5 of job array 1234, else ``"1234"``), or a job of submitit's local executor, which
+    stands in for SLURM in tests (``"local 5678 on HOST"``: its controller's pid, kept across requeues; it
+    sets no ``SLURM_*`` variables). None outside a batch job."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if env.get("SLURM_JOB_ID"):
+        return env["SLURM_JOB_ID"]
+    if env.get("SUBMITIT_EXECUTOR") == "local" and env.get("SUBMITIT_LOCAL_JOB_ID"):
+        return f"local {env['SUBMITIT_LOCAL_JOB_ID']} on {socket.gethostname()}"
+    return None
+
+
 def process_tags() -> dict[str, str]:
-    """Where a run's process lives, so ``kdbench runs --stale`` can tell a crashed run from a live one."""
-    return {"kdbench.host": socket.gethostname(), "kdbench.pid": str(os.getpid())}
+    """Where a run's process lives, so ``kdbench runs --stale`` can tell a crashed run from a live one, and
+    (``kdbench.slurm_job``) the batch job it runs in, so a requeued job can take over its own earlier run."""
+    tags = {"kdbench.host": socket.gethostname(), "kdbench.pid": str(os.getpid())}
+    if job := batch_job():
+        tags["kdbench.slurm_job"] = job
+    return tags
 
 
 @contextmanager
@@ -422,9 +441,9 @@ def tracked_run(uri: str, experiment: str, *, run_name: str | None = None, tags:
                 run_id: str | None = None) -> Iterator[Any]:
     """Start (or, with ``run_id``, reopen) an MLflow run and end it with the status it deserves.
 
-    KeyboardInterrupt (Ctrl-C, and SIGTERM, which the CLI turns into one) ends it KILLED, any other
-    exception FAILED; the exception is re-raised either way. A reopened run gets this process's
-    ``kdbench.host``/``kdbench.pid`` tags.
+    KeyboardInterrupt (Ctrl-C, and SIGTERM, which the CLI turns into one) and SystemExit (submitit exits a job
+    it requeues on a timeout or a preemption that way) end it KILLED, any other exception FAILED; the
+    exception is re-raised either way. A reopened run gets this process's :func:`process_tags`.
     """
     mlflow = import_mlflow()
     check_store(uri)
@@ -442,7 +461,7 @@ def tracked_run(uri: str, experiment: str, *, run_name: str | None = None, tags:
                            f"use the tracking URI it was started with, or run without --resume") from None
     try:
         yield run
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         mlflow.end_run("KILLED")
         raise
     except BaseException:
@@ -453,14 +472,23 @@ def tracked_run(uri: str, experiment: str, *, run_name: str | None = None, tags:
 
 
 def process_state(tags: dict[str, str]) -> tuple[str, str]:
-    """Whether the process that tagged a run is alive: ("alive" | "dead" | "elsewhere" | "unknown", detail).
+    """Whether the process that tagged a run is alive:
+    ("alive" | "dead" | "requeued" | "elsewhere" | "unknown", detail).
 
     Only a process on this host can be checked (``os.kill(pid, 0)``; a zombie counts as dead). A pid reused
-    by another process since counts as alive: a live run is never taken for a dead one."""
+    by another process since counts as alive: a live run is never taken for a dead one. One exception for
+    another host: a run tagged with the batch job this process runs in (``kdbench.slurm_job``) was started
+    by an earlier incarnation of this job, on the node it ran on before SLURM requeued it (a preemption or a
+    timeout that killed it before it could end its run); SLURM starts a job again only once it is gone, so
+    it is "requeued", and the job takes its run over. (kdbench's SLURM jobs are one node each; on the same
+    host, the pid decides as for any run.)"""
     host, pid = tags.get("kdbench.host"), tags.get("kdbench.pid")
     if not host or not pid or not pid.isdigit():
         return "unknown", "no kdbench.host/kdbench.pid tags"
     if host != socket.gethostname():
+        job = tags.get("kdbench.slurm_job")
+        if job and job == batch_job():
+            return "requeued", f"pid {pid} on host {host} ran batch job {job} before it was requeued"
         return "elsewhere", f"pid {pid} on host {host}"
     try:
         os.kill(int(pid), 0)
@@ -481,9 +509,10 @@ def close_run(client, run_id: str, detail: str) -> None:
 
 
 def close_if_stale(uri: str, run_id: str) -> bool:
-    """Mark run ``run_id`` KILLED if it is still RUNNING but its process (on this host) is gone; returns whether
-    it did. For the engine, when the checkpoint of a run is resumed or overwritten. A run without
-    ``kdbench.host``/``kdbench.pid`` tags (older kdbench), or of another host, is left alone."""
+    """Mark run ``run_id`` KILLED if it is still RUNNING but its process is gone (on this host, or an earlier
+    incarnation of this requeued batch job: see :func:`process_state`); returns whether it did. For the
+    engine, when the checkpoint of a run is resumed or overwritten. A run without ``kdbench.host``/
+    ``kdbench.pid`` tags (older kdbench), or of another host and job, is left alone."""
     mlflow = import_mlflow()
     check_store(uri)
     client = mlflow.MlflowClient(uri)
@@ -494,7 +523,7 @@ def close_if_stale(uri: str, run_id: str) -> bool:
     if run.info.status != "RUNNING":
         return False
     state, detail = process_state(run.data.tags)
-    if state != "dead":
+    if state not in ("dead", "requeued"):
         return False
     close_run(client, run_id, detail)
     return True
@@ -502,8 +531,8 @@ def close_if_stale(uri: str, run_id: str) -> bool:
 
 def live_owner(uri: str, run_id: str) -> str | None:
     """If run ``run_id`` is RUNNING in a process that is alive (or on another host, where it cannot be
-    checked), that process ("pid N runs"); else None. A checkpoint being written by a live run is not to be
-    resumed or overwritten."""
+    checked, unless it was this requeued batch job's: see :func:`process_state`), that process ("pid N
+    runs"); else None. A checkpoint being written by a live run is not to be resumed or overwritten."""
     mlflow = import_mlflow()
     try:
         run = mlflow.MlflowClient(uri).get_run(run_id)
