@@ -64,7 +64,7 @@ def make_launcher(launcher: str, gpus, max_parallel, nproc, slurm):
     if launcher == "slurm":
         from .slurm import SlurmLauncher
 
-        return SlurmLauncher(slurm, gpus_per_cell=nproc if gpus else 0)
+        return SlurmLauncher(slurm, gpus_per_cell=nproc if gpus else 0, max_parallel=max_parallel)
     return Pool(make_slots(gpus, max_parallel, nproc))
 
 
