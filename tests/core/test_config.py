@@ -2,15 +2,7 @@
 
 import pytest
 
-from kdbench.config import (
-    TEACHER_SECTIONS,
-    RunConfig,
-    config_hash,
-    load_file,
-    merge,
-    parse_set,
-    resolve,
-)
+from kdbench.config import TEACHER_SECTIONS, RunConfig, config_hash, load_file, merge, parse_set, resolve
 from kdbench.errors import ConfigError, UnknownName
 from kdbench.plugins import plugins
 

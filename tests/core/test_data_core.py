@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 
 from kdbench.contracts import FIELDS, DatasetInfo, FileDataset
-from kdbench.data import (
-    ClipSplit,
-    DataReport,
-    Problem,
-    files_fingerprint,
-    prepare,
-    resolve_root,
-)
+from kdbench.data import ClipSplit, DataReport, Problem, files_fingerprint, prepare, resolve_root
 from kdbench.data.clips import split_key
 from kdbench.data.guard import check, require_usable
 from kdbench.errors import KdbenchError

@@ -7,6 +7,7 @@ on ``sys.path``, which is all ``importlib.metadata`` looks at.
 import textwrap
 
 import pytest
+
 from pydantic import Field
 
 from kdbench.contracts import Dataset, Distiller

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdbench.engine.teacher_outputs import TeacherOutputs
 from kdbench.paths import cache_dir
+from kdbench.engine.teacher_outputs import TeacherOutputs
 from kdbench_plugins.teachers.tiny_eeg import TinyEEGNet
 
 TINY = ("--dataset", "synthetic", "--config", "tiny.toml", "--no-progress")
@@ -49,13 +49,14 @@ def test_second_run_with_another_distiller_makes_no_teacher_forward(workdir, cli
 
 def test_stored_outputs_equal_a_live_forward(workdir, cli):
     assert cli("run", "--distiller", "kd", *TINY).code == 0
-    import tomllib
-
     from kdbench.config import resolve
     from kdbench.engine.build import build_dataset, build_model
     from kdbench.engine.checkpoint import load
     from kdbench.engine.teacher import cached_path
     from kdbench.plugins import plugins
+
+    import tomllib
+
     from tests.conftest import TINY as TINY_TOML
 
     config = resolve([tomllib.loads(TINY_TOML), {"distiller": {"name": "kd"}}], plugins())

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kdbench_plugins.datasets.sleep import synth
+from kdbench_plugins.datasets.sleep.common import SleepSplit
+from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
 
 from kdbench.cli import main
 from kdbench.data import prepare
 from kdbench.errors import KdbenchError
-from kdbench_plugins.datasets.sleep import synth
-from kdbench_plugins.datasets.sleep.common import SleepSplit
-from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
 
 SMALL = {"frames": 4, "height": 32, "width": 32}
 SETS = [a for k, v in SMALL.items() for a in ("--set", f"dataset.{k}={v}")]

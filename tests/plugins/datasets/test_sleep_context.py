@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from kdbench.cli import main
 from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
 from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
+
+from kdbench.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 

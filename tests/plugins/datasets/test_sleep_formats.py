@@ -9,13 +9,12 @@ import datetime as dt
 import numpy as np
 import pyedflib
 import pytest
-
+from kdbench_plugins.shared import media
 from kdbench_plugins.datasets.sleep import hypnogram as H
 from kdbench_plugins.datasets.sleep import synth
 from kdbench_plugins.datasets.sleep.s3ve import S3VE, S3VEOptions
 from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
 from kdbench_plugins.datasets.sleep.splits import ahi_group, assign
-from kdbench_plugins.shared import media
 
 START = dt.datetime(1989, 4, 24, 16, 13)
 QUANTUM = (synth.UV_RANGE[1] - synth.UV_RANGE[0]) / 65535  # one step of a 16-bit EDF sample, microvolts

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
 
 from kdbench.cli import main
-from kdbench_plugins.datasets.sleep.sleepedf import SleepEDF, SleepEDFOptions
 
 RUN = ["--distiller", "baseline", "--teacher", "tiny-eeg", "--student", "tiny-eeg", "--epochs", "1",
        "--set", "teacher_training.epochs=1", "--no-progress"]

@@ -14,16 +14,10 @@ import pytest
 
 from kdbench.cli import main
 from kdbench.data.clips import FIELDS
+from kdbench_plugins.shared import media
 from kdbench_plugins.datasets.ucf51 import UCF51, UCF51Options, UCF51Split
 from kdbench_plugins.datasets.ucf51.index import FILE_KINDS
-from kdbench_plugins.datasets.ucf51.layout import (
-    EMBEDDINGS,
-    LISTS,
-    UCF51_CLASSES,
-    VIDEOS,
-    group_of,
-)
-from kdbench_plugins.shared import media
+from kdbench_plugins.datasets.ucf51.layout import EMBEDDINGS, LISTS, UCF51_CLASSES, VIDEOS, group_of
 
 TINY = ("--set", "frames=4", "--set", "height=32", "--set", "width=32")
 RUN_TINY = ("--set", "dataset.frames=4", "--set", "dataset.height=32", "--set", "dataset.width=32",

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kdbench_plugins.shared import media
 from kdbench_plugins.datasets.ucf51 import UCF51, UCF51Options
 from kdbench_plugins.datasets.ucf51.layout import EMBEDDINGS, UCF51_CLASSES, VIDEOS
-from kdbench_plugins.shared import media
 
 RELEASE = Path("/work/shared/data/ucf51_audio_cnn14_512/audiocnn14embed512_features.tar.gz")
 

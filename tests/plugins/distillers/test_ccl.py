@@ -7,14 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.contracts import Batch, ModelOutput
-from kdbench_plugins.distillers.ccl import (
-    CCL,
-    label_contrast,
-    same_label_mask,
-    symmetric_kl,
-)
+from kdbench_plugins.distillers.ccl import CCL, label_contrast, same_label_mask, symmetric_kl
 
 from .conftest import ABS64, REL64, assert_gradients_flow, make_pair, one_step, total
+
 
 DISTILL_TERMS = ("ce_composition", "contrast_student_composition", "contrast_student_teacher",
                  "contrast_composition_teacher", "sym_kl")

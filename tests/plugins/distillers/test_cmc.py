@@ -6,16 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbench_plugins.distillers.cmc import CMC
 from kdbench_plugins.distillers.contrast import ContrastMemory, softmax_contrast
+from kdbench_plugins.distillers.cmc import CMC
 
-from .conftest import (
-    ABS64,
-    REL64,
-    assert_gradients_flow,
-    make_pair,
-    state_dict_round_trip,
-)
+from .conftest import ABS64, REL64, assert_gradients_flow, make_pair, state_dict_round_trip
 
 
 def test_gradients_reach_the_student_and_both_heads_never_the_teacher(pair):

@@ -12,13 +12,7 @@ from kdbench_plugins.distillers import contrast
 from kdbench_plugins.distillers.contrast import ContrastMemory, NCECritic
 from kdbench_plugins.distillers.crd import CRD
 
-from .conftest import (
-    ABS64,
-    REL64,
-    assert_gradients_flow,
-    make_pair,
-    state_dict_round_trip,
-)
+from .conftest import ABS64, REL64, assert_gradients_flow, make_pair, state_dict_round_trip
 
 
 def unit(*shape, dtype=torch.float32):

@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from kdbench.contracts import DistillContext, FeatureSpec, ModelOutput
+from kdbench_plugins.distillers.kernels import conditional, cosine_affinity, jeffreys_divergence, student_t_affinity
 from kdbench_plugins.distillers.ifd import IFD, layer_divergence, pair_stages
-from kdbench_plugins.distillers.kernels import (
-    conditional,
-    cosine_affinity,
-    jeffreys_divergence,
-    student_t_affinity,
-)
 
 from .conftest import REL64, assert_gradients_flow, make_pair
 

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.contracts import Batch, ModelOutput
-from kdbench_plugins.distillers.sacd import SACD, jensen_shannon
 from kdbench_plugins.distillers.sacd_graph import graph_margin_loss
 from kdbench_plugins.distillers.sacd_memory import MemoryBank, hardest_negatives, hinge
+from kdbench_plugins.distillers.sacd import SACD, jensen_shannon
 
 from .conftest import ABS64, REL64, assert_gradients_flow, make_pair
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 

@@ -20,13 +20,7 @@ import torch
 
 from kdbench.contracts import DatasetInfo
 from kdbench.errors import KdbenchError
-from kdbench_plugins.students.video import (
-    R3D18,
-    STUDENTS,
-    HaraR2Plus1D18,
-    HaraR3D18,
-    R2Plus1D18,
-)
+from kdbench_plugins.students.video import STUDENTS, HaraR2Plus1D18, HaraR3D18, R2Plus1D18, R3D18
 from kdbench_plugins.students.video.common import KINETICS_HARA, KINETICS_TORCHVISION
 from kdbench_plugins.students.video.hara import mid_width
 from kdbench_plugins.students.video.weights import load_pretrained

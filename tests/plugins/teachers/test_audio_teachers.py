@@ -22,8 +22,8 @@ import kdbench_plugins.teachers.audio as plugin
 from kdbench.contracts import DatasetInfo
 from kdbench.errors import KdbenchError
 from kdbench_plugins.teachers.audio import Cnn14Emb512Teacher, Cnn14Teacher
-from kdbench_plugins.teachers.audio.cnn14 import read_panns_file
 from kdbench_plugins.teachers.audio.network import MIN_SAMPLES, frames, spec_augment
+from kdbench_plugins.teachers.audio.cnn14 import read_panns_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoint_keys"
 CLASSES = ("a", "b", "c")

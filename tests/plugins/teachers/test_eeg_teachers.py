@@ -13,14 +13,9 @@ from pydantic import ValidationError
 import kdbench_plugins.teachers.eeg as plugin
 from kdbench.contracts import DatasetInfo
 from kdbench.errors import KdbenchError
-from kdbench_plugins.teachers.eeg import (
-    AttnSleepTeacher,
-    DeepSleepNetTeacher,
-    GradientReversal,
-    SENTeacher,
-)
-from kdbench_plugins.teachers.eeg.attnsleep_deepsleepnet import attnsleep_d_model
+from kdbench_plugins.teachers.eeg import AttnSleepTeacher, DeepSleepNetTeacher, GradientReversal, SENTeacher
 from kdbench_plugins.teachers.eeg.common import braindecode_models
+from kdbench_plugins.teachers.eeg.attnsleep_deepsleepnet import attnsleep_d_model
 
 CLASSES = ("W", "N1", "N2", "N3", "REM")
 TEACHERS = (AttnSleepTeacher, DeepSleepNetTeacher, SENTeacher)

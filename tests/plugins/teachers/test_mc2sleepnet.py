@@ -6,16 +6,11 @@ from __future__ import annotations
 import copy
 import math
 
+import kdbench_plugins.teachers.eeg as plugin
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from pydantic import ValidationError
-
-import kdbench_plugins.teachers.eeg as plugin
-from kdbench.cli import main
-from kdbench.contracts import Batch, DatasetInfo
-from kdbench.errors import KdbenchError
 from kdbench_plugins.teachers.eeg import MC2SleepNetTeacher
 from kdbench_plugins.teachers.eeg.mc2sleepnet import (
     LogSpectrogram,
@@ -24,6 +19,11 @@ from kdbench_plugins.teachers.eeg.mc2sleepnet import (
     masked_count,
     sinusoidal_positions,
 )
+from pydantic import ValidationError
+
+from kdbench.cli import main
+from kdbench.contracts import Batch, DatasetInfo
+from kdbench.errors import KdbenchError
 
 CLASSES = ("W", "N1", "N2", "N3", "REM")
 WIDTHS = (64, 128, 192, 256, 256, 256)
