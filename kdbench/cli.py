@@ -229,6 +229,9 @@ cli.add_command(data_group)
 from .runs import runs_group  # noqa: E402
 
 cli.add_command(runs_group)
+from .leaderboard.commands import leaderboard_cmd  # noqa: E402
+
+cli.add_command(leaderboard_cmd)
 
 
 def _sigterm(signum, frame):
