@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import KdbenchError
 from ..sweep.plan import PlannedCell, resolve_cells, stores
@@ -25,6 +25,15 @@ HASH = "tags.kdbench.config_hash"
 OVERALL = ("accuracy", "mf1", "kappa")
 PAPER_HEADER = ["group", "row", "metric", "value", "std"]
 STUDENTS = "tags.`kdbench.role` = 'student' and attributes.status = 'FINISHED'"
+
+
+class Reported(NamedTuple):
+    """One number of the paper's CSV: its value and std as numbers, and as printed (shown as printed)."""
+
+    value: float
+    std: float | None
+    text: str
+    std_text: str
 
 
 @dataclass
@@ -69,8 +78,8 @@ class Board:
 
     sweep: Sweep
     entries: list[Entry]
-    #: (group, row, metric) → (value, std or None), in the paper's units
-    paper: dict[tuple[str, str, str], tuple[float, float | None]]
+    #: (group, row, metric) → the paper's number, in the paper's units
+    paper: dict[tuple[str, str, str], Reported]
     #: the store and experiment of the first cell: where the leaderboard run goes
     uri: str
     experiment: str
@@ -107,7 +116,6 @@ def prepare(name_or_path: str, seeds: list[int] | None = None, cli_layer: dict[s
     in one line if it does not exist); no run is read yet."""
     from ..plugins import plugins
     from ..runs import open_client
-
     from ..tracking import tracking_uri
 
     sweep = load(name_or_path, seeds)
@@ -220,7 +228,7 @@ def class_order(board: Board) -> list[str]:
     return order + sorted(present - set(order))
 
 
-def read_paper(sweep: Sweep) -> dict[tuple[str, str, str], tuple[float, float | None]]:
+def read_paper(sweep: Sweep) -> dict[tuple[str, str, str], Reported]:
     """The paper's numbers (``paper = "..."`` in the sweep file): a CSV with header group,row,metric,value,std."""
     path = sweep.paper_csv
     if path is None:
@@ -228,7 +236,7 @@ def read_paper(sweep: Sweep) -> dict[tuple[str, str, str], tuple[float, float | 
     if not path.is_file():
         raise KdbenchError(f"sweep file {str(sweep.path)!r}: paper = {sweep.spec.paper!r} names {path}, which does "
                            f"not exist; fix the path (relative to the sweep file) or drop the line")
-    out: dict[tuple[str, str, str], tuple[float, float | None]] = {}
+    out: dict[tuple[str, str, str], Reported] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -245,7 +253,8 @@ def read_paper(sweep: Sweep) -> dict[tuple[str, str, str], tuple[float, float | 
                 raise KdbenchError(f"{path}, line {number}: unknown metric {metric!r} (accuracy, mf1, kappa or "
                                    f"acc_<class>)")
             try:
-                out[(group, row, metric)] = (float(value), float(std) if std.strip() else None)
+                out[(group, row, metric)] = Reported(float(value), float(std) if std.strip() else None,
+                                                     value.strip(), std.strip())
             except ValueError:
                 raise KdbenchError(f"{path}, line {number}: value {value!r} / std {std!r} is not a number") from None
     return out

@@ -29,24 +29,30 @@ from .render import (
 )
 from .stats import Line
 
-HTML = Style(" ± ", "−", "—", "†", lambda s: f"<b>{s}</b>", escape)
+HTML = Style(" ± ", "−", "—", "†", lambda s: f"<b>{s}</b>", escape,
+             spread=lambda s: f'<span class="sd"> ± {s}</span>',
+             detail=lambda mean, rest: f'{mean}<br><span class="sd">{rest}</span>')
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 2rem;
-       color: #1d2330; max-width: 1500px; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 1.5rem;
+       color: #1d2330; }
 h1 { font-size: 1.5rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-top: 2.2rem; }
 .meta { color: #5b6475; font-size: .85rem; margin-top: 0; }
-table.board { border-collapse: collapse; font-size: .9rem; margin-top: 1rem; }
-table.board th, table.board td { padding: .28rem .6rem; white-space: nowrap; }
+.scroll { overflow-x: auto; margin-top: 1rem; }
+table.board { border-collapse: collapse; font-size: .82rem; }
+table.board th, table.board td { padding: .2rem .35rem; white-space: nowrap; }
+table.board .sd { color: #5b6475; font-size: .82em; }
 table.board thead th { border-top: 2px solid #1d2330; border-bottom: 1px solid #1d2330; text-align: right; }
 table.board thead th.label { text-align: left; }
 table.board tbody tr:last-child td { border-bottom: 2px solid #1d2330; }
 table.board td { text-align: right; font-variant-numeric: tabular-nums; }
 table.board td.label, table.board td.stat { text-align: left; }
+table.board td.stat { font-size: .8rem; line-height: 1.15; vertical-align: top; }
 table.board tr.group-start td { border-top: 1px solid #9aa3b2; }
-table.board tr.paper td { color: #6b7385; font-size: .8rem; font-style: italic; padding-top: 0; }
+table.board tr.paper td { color: #6b7385; font-size: .72rem; font-style: italic; padding-top: 0; }
+table.board tr.paper td .sd { color: inherit; font-size: .9em; }
 table.board tr.missing td.num { color: #9aa3b2; }
-.notes { font-size: .82rem; color: #444c5c; max-width: 75rem; } .notes p { margin: .25rem 0; }
+.notes { font-size: .82rem; color: #444c5c; max-width: 80rem; } .notes p { margin: .25rem 0; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(540px, 1fr)); gap: 1rem; }
 figure.card { margin: 0; border: 1px solid #d8dce4; border-radius: 6px; padding: .6rem; background: #fff; }
 figure.card figcaption { font-weight: 600; margin-bottom: .4rem; }
@@ -114,16 +120,17 @@ def figure(line: Line, classes: list[str], confusion) -> str:
     errors = [0.0 if s is None or math.isnan(s.std) else s.std for s in means]
     positions = np.arange(len(classes))
     ax.bar(positions, heights, yerr=errors, color="#4c78a8", ecolor="#1d2330", capsize=2, label="ours (mean ± sd)")
-    paper = [(i, line.paper[f"acc_{c}"][0]) for i, c in enumerate(classes) if f"acc_{c}" in line.paper]
+    paper = [(i, line.paper[f"acc_{c}"].value) for i, c in enumerate(classes) if f"acc_{c}" in line.paper]
     if paper:
         ax.scatter([i for i, _ in paper], [v for _, v in paper], marker="D", s=18, color="#e45756", zorder=3,
                    label="paper")
     ax.set_xticks(positions, classes, rotation=90 if len(classes) > 8 else 0, fontsize=small)
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 118)  # room above 100 % for the legend
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("accuracy (%)", fontsize=9)
-    ax.set_title("per-class accuracy", fontsize=9, pad=16)
+    ax.set_title("per-class accuracy", fontsize=9)
     ax.tick_params(axis="y", labelsize=8)
-    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", ncol=2, frameon=False)
     ax.grid(axis="y", color="#e3e6ec", linewidth=0.6)
     ax.set_axisbelow(True)
     fig.tight_layout()
@@ -137,9 +144,9 @@ def table(board: Board, lines: list[Line]) -> str:
     s, columns, groups = HTML, board.columns, has_groups(board)
     head = [(group_header(board), "label")] * groups + [("Method", "label"), ("n", "")] + \
         [(header(m), "") for m in columns] + [(STAT_HEADER, "label")]
-    out = ['<table class="board">', "<thead><tr>" +
-           "".join(f'<th class="{cls}">{escape(text)}</th>' if cls else f"<th>{escape(text)}</th>"
-                   for text, cls in head) + "</tr></thead>", "<tbody>"]
+    cells = [f'<th class="{cls}">{escape(text)}</th>' if cls else f"<th>{escape(text)}</th>" for text, cls in head]
+    cells[-1] = '<th class="label">Δacc<br>vs baseline</th>'  # STAT_HEADER, on two lines
+    out = ['<div class="scroll"><table class="board">', "<thead><tr>" + "".join(cells) + "</tr></thead>", "<tbody>"]
     previous = None
     for line in lines:
         entry = line.entry
@@ -150,14 +157,16 @@ def table(board: Board, lines: list[Line]) -> str:
         cells = [f'<td class="label">{g}</td>' for g in group] + [f'<td class="label">{escape(entry.row)}</td>',
                                                                    f'<td class="num">{s.n(line)}</td>']
         cells += [f'<td class="num">{s.ours(m, line.stats[m], m in line.best)}</td>' for m in columns]
-        cells.append(f'<td class="stat">{s.compared(line)}</td>')
+        reported = any(m in line.paper for m in columns)
+        span = ' rowspan="2"' if reported else ""  # beside the paper's line too
+        cells.append(f'<td class="stat"{span}>{s.compared(line)}</td>')
         attribute = f' class="{" ".join(classes)}"' if classes else ""
         out.append(f"<tr{attribute}>" + "".join(cells) + "</tr>")
-        if any(m in line.paper for m in columns):
+        if reported:
             cells = ['<td class="label"></td>'] * groups + ['<td class="label">↳ paper (Δ)</td>', "<td></td>"]
-            cells += [f'<td class="num">{s.paper(line, m)}</td>' for m in columns] + ["<td></td>"]
+            cells += [f'<td class="num">{s.paper(line, m)}</td>' for m in columns]
             out.append('<tr class="paper">' + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 

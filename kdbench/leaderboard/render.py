@@ -41,28 +41,37 @@ class Style:
     dagger: str
     bold: Callable[[str], str]
     escape: Callable[[str], str]
+    #: how a spread follows its mean (default: ``pm`` then the number)
+    spread: Callable[[str], str] | None = None
+    #: how the paired comparison's interval and n follow its mean (default: "[low, high] (n=N)" after it)
+    detail: Callable[[str, str], str] | None = None
+
+    def number(self, value: float, places: int, sign: bool = False) -> str:
+        text = f"{value:{'+' if sign else ''}.{places}f}"
+        if float(text) == 0:  # no "-0.0", and no sign on a zero difference
+            text = f"{0:.{places}f}"
+        return self.minus + text[1:] if text.startswith("-") else text
 
     def signed(self, value: float, places: int) -> str:
-        text = f"{value:+.{places}f}"
-        return self.minus + text[1:] if text.startswith("-") else text
+        return self.number(value, places, sign=True)
 
-    def number(self, value: float, places: int) -> str:
-        text = f"{value:.{places}f}"
-        return self.minus + text[1:] if text.startswith("-") else text
+    def with_spread(self, mean: str, spread: str) -> str:
+        return mean + (self.spread(spread) if self.spread else f"{self.pm}{spread}")
 
     def ours(self, metric: str, stat: Stat, best: bool) -> str:
         if not stat.n:
             return self.dash
         text = self.number(stat.mean, digits(metric))
         text = self.bold(text) if best else text
-        return text if math.isnan(stat.std) else f"{text}{self.pm}{self.number(stat.std, digits(metric) + 1)}"
+        return text if math.isnan(stat.std) else self.with_spread(text, self.number(stat.std, digits(metric) + 1))
 
     def paper(self, line: Line, metric: str) -> str:
+        """The paper's number as printed (± its std, if any), then ours minus it in brackets."""
         if metric not in line.paper:
             return ""
-        value, std = line.paper[metric]
-        text = self.number(value, digits(metric)) if std is None else \
-            f"{self.number(value, digits(metric))}{self.pm}{self.number(std, digits(metric) + 1)}"
+        reported = line.paper[metric]
+        text = self.escape(reported.text)
+        text = self.with_spread(text, self.escape(reported.std_text)) if reported.std_text else text
         diff = line.diff(metric)
         return text if diff is None else f"{text} ({self.signed(diff, digits(metric))})"
 
@@ -77,9 +86,10 @@ class Style:
         p = line.paired
         if p is None:
             return self.dash
-        if p.low is None:
-            return f"{self.signed(p.mean, 1)} (n={p.n})"
-        return f"{self.signed(p.mean, 1)} [{self.signed(p.low, 1)}, {self.signed(p.high, 1)}] (n={p.n})"
+        interval = f"[{self.signed(p.low, 1)}, {self.signed(p.high, 1)}] " if p.low is not None else ""
+        if self.detail:
+            return self.detail(self.signed(p.mean, 1), f"{interval}n={p.n}")
+        return f"{self.signed(p.mean, 1)} {interval}(n={p.n})"
 
 
 def has_groups(board: Board) -> bool:
@@ -166,7 +176,12 @@ def tex_escape(text: str) -> str:
     return "".join(TEX_CHARS.get(char, char) for char in text)
 
 
-TEX = Style(r" $\pm$ ", "$-$", "---", r"$^\dagger$", lambda s: rf"\textbf{{{s}}}", tex_escape)
+TEX = Style(r" $\pm$ ", "$-$", "---", r"$^\dagger$", lambda s: rf"\textbf{{{s}}}", tex_escape,
+            spread=lambda s: rf"\,{{\scriptsize$\pm${s}}}", detail=lambda mean, rest: rf"{mean} {{\scriptsize {rest}}}")
+
+
+def small(text: str) -> str:
+    return rf"{{\scriptsize {text}}}" if text else ""
 
 
 def latex(board: Board, lines: list[Line]) -> str:
@@ -195,7 +210,7 @@ def latex(board: Board, lines: list[Line]) -> str:
         out.append(" & ".join(cells) + r" \\")
         if any(m in line.paper for m in columns):
             cells = [""] * groups + [r"\quad\textit{paper} ($\Delta$)", "",
-                                     *(s.paper(line, m) for m in columns), ""]
+                                     *(small(s.paper(line, m)) for m in columns), ""]
             out.append(" & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip",
             r"\parbox{\linewidth}{\raggedright " + r" \\ ".join(notes(board, lines, s)) + "}",
@@ -225,7 +240,8 @@ def long_csv(board: Board, lines: list[Line]) -> str:
         entry = line.entry
         for metric in board.metrics:
             stat = line.stats[metric]
-            paper_value, paper_std = line.paper.get(metric, (None, None))
+            reported = line.paper.get(metric)
+            paper_value, paper_std = (reported.value, reported.std) if reported else (None, None)
             writer.writerow([entry.group, entry.row, metric, number(stat.mean), number(stat.std), stat.n, line.asked,
                              number(paper_value), number(paper_std), number(line.diff(metric)), "", "", "", ""])
         if line.base is not None:

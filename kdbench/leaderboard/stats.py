@@ -2,7 +2,8 @@
 
 - An entry's metric is the mean over its finished seeds ± the sample standard deviation (ddof = 1), with n.
 - Units are the paper's: accuracy, MF1 and per-class accuracy in %, κ as a fraction (:func:`scale`).
-- The best of a group, per metric, is the entry with the highest mean (every entry tied at it).
+- The best of a group, per metric, is the entry with the highest mean (every entry tied at it, up to
+  float rounding).
 - A row is compared with its baseline (:func:`baseline_of`) on the seeds both have finished: the mean of the
   paired accuracy differences (percentage points) with its t-interval, ``mean ± t(0.975, n−1)·sd/√n``.
 """
@@ -13,7 +14,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from .collect import Board, Entry
+from .collect import Board, Entry, Reported
 
 LEVEL = 0.95
 NAN = float("nan")
@@ -83,7 +84,7 @@ class Line:
 
     entry: Entry
     stats: dict[str, Stat]  # every metric, in the paper's units
-    paper: dict[str, tuple[float, float | None]]  # metric → the paper's (value, std)
+    paper: dict[str, Reported]  # metric → the paper's number
     best: set[str] = field(default_factory=set)  # the metrics in which this entry leads its group
     base: Entry | None = None
     paired: Paired | None = None
@@ -104,7 +105,7 @@ class Line:
     def diff(self, metric: str) -> float | None:
         """Ours minus the paper's."""
         stat, paper = self.stats.get(metric), self.paper.get(metric)
-        return stat.mean - paper[0] if stat is not None and stat.n and paper is not None else None
+        return stat.mean - paper.value if stat is not None and stat.n and paper is not None else None
 
 
 def values(entry: Entry, metric: str) -> dict[int, float]:
@@ -127,7 +128,8 @@ def compute(board: Board) -> list[Line]:
             means = [line.stats[metric].mean for line in members if line.stats[metric].n]
             if means:
                 top = max(means)
-                for line in members:
-                    if line.stats[metric].n and line.stats[metric].mean == top:
+                for line in members:  # ties (up to float rounding) all lead
+                    if line.stats[metric].n and math.isclose(line.stats[metric].mean, top, rel_tol=1e-9,
+                                                             abs_tol=1e-12):
                         line.best.add(metric)
     return lines

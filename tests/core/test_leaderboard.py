@@ -28,12 +28,13 @@ import pytest
 from scipy import stats
 
 from kdbench.cli import main
-
 from tests.conftest import TINY
 
+TINY = TINY.replace("epochs = 2\n", "epochs = 1\n", 1)  # conftest's tiny runs, one student epoch
+assert "epochs = 1\nbatch_size = 16" in TINY
 TINY_SET = """
 [set]
-epochs = 2
+epochs = 1
 batch_size = 16
 "dataset.train_size" = 60
 "dataset.test_size" = 30
@@ -362,15 +363,11 @@ def test_designed_runs_best_paper_and_paired_interval(designed, cli):
     md = board(cli, designed).out
     table = md_rows(md)
     assert table[0][:3] == ["Group", "Method", "n"] and table[0][3:11] == ["Accuracy", "MF1", "κ", *CLASSES]
-    by_label = {}
-    group = None
-    for line in table[1:]:
+    by_label, group, row = {}, None, None
+    for line in table[1:]:  # our line of an entry, then the paper's line under it if the paper reports it
         group = line[0] or group
-        if line[1] != "↳ paper (Δ)":
-            by_label[group, line[1]] = line
-        else:
-            by_label[group, "paper of " + previous] = line
-        previous = line[1]
+        row = row if line[1] == "↳ paper (Δ)" else line[1]
+        by_label[group, row if line[1] != "↳ paper (Δ)" else "paper of " + row] = line
     kd, fitnet = by_label["A", "KD"], by_label["A", "FitNet"]
     assert kd[3] == "62.3 ± 3.21" and fitnet[3].startswith("**71.0**")  # accuracy: FitNet leads group A
     assert kd[4].startswith("**37.5**") and fitnet[4].startswith("**37.5**")  # MF1: a tie, both bold
@@ -378,7 +375,7 @@ def test_designed_runs_best_paper_and_paired_interval(designed, cli):
     assert by_label["B", "KD T2"][3].startswith("**58.0**") and by_label["B", "KD T8"][3] == "—"
     assert by_label["-", "Baseline"][3].startswith("**52.3**")
     assert fitnet[2] == "2/3†"
-    assert by_label["A", "paper of KD"][3:6] == ["62.0 ± 0.50 (+0.3)", "", "0.30 (+0.01)"]
+    assert by_label["A", "paper of KD"][3:6] == ["62.0 ± 0.5 (+0.3)", "", "0.30 (+0.01)"]  # as printed in the CSV
     assert by_label["-", "paper of Baseline"][3] == "50.0 (+2.3)"
     assert kd[-1] == "+10.0 [+7.5, +12.5] (n=3)"
     assert by_label["A", "FitNet"][-1] == "+20.0 [+20.0, +20.0] (n=2)"
