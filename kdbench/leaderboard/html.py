@@ -53,7 +53,7 @@ table.board tr.paper td { color: #6b7385; font-size: .72rem; font-style: italic;
 table.board tr.paper td .sd { color: inherit; font-size: .9em; }
 table.board tr.missing td.num { color: #9aa3b2; }
 .notes { font-size: .82rem; color: #444c5c; max-width: 80rem; } .notes p { margin: .25rem 0; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(540px, 1fr)); gap: 1rem; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(540px, 1fr)); gap: 1rem; align-items: start; }
 figure.card { margin: 0; border: 1px solid #d8dce4; border-radius: 6px; padding: .6rem; background: #fff; }
 figure.card figcaption { font-weight: 600; margin-bottom: .4rem; }
 figure.card img { width: 100%; height: auto; display: block; }
@@ -176,7 +176,7 @@ def card(board: Board, line: Line) -> str:
     if not line.n:
         return f'<figure class="card">{caption}<p class="none">no finished run</p></figure>'
     confusion = summed_confusion(line)
-    image = figure(line, board.classes, confusion)
+    image = figure(line, board.classes or (confusion[0] if confusion else []), confusion)
     summed = f"confusion matrix: {confusion[2]} run(s) summed" if confusion else "no confusion_matrix.json logged"
     runs = ", ".join(f"seed {seed}: {run.run_id}" for seed, run in sorted(line.entry.runs.items()))
     return (f'<figure class="card">{caption}<img alt="confusion matrix and per-class accuracy of {label}" '
