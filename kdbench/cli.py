@@ -232,6 +232,9 @@ cli.add_command(runs_group)
 from .sweep.commands import sweep_cmd  # noqa: E402
 
 cli.add_command(sweep_cmd)
+from .leaderboard.commands import leaderboard_cmd  # noqa: E402
+
+cli.add_command(leaderboard_cmd)
 
 
 def _sigterm(signum, frame):

@@ -97,6 +97,9 @@ class Dataset:
     #: the teacher's input for a sample is always the same (no random augmentation), so a frozen
     #: teacher's outputs may be computed once and cached; set False for augmented teacher inputs.
     fixed_teacher_inputs: ClassVar[bool] = True
+    #: the classes in label order, when they are known without reading the data (leaderboards name their
+    #: per-class columns by them before any run has finished); empty when the data decides them
+    class_names: ClassVar[tuple[str, ...]] = ()
 
     info: DatasetInfo
 

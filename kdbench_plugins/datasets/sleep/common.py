@@ -286,6 +286,7 @@ class SleepDataset(FileDataset):
     """Base of ``s3ve`` and ``sleepedf``: subclasses index nights in ``_index`` and decode in a reader."""
 
     splits = ("train", "val", "test")
+    class_names = CLASS_NAMES
 
     def __init__(self, options: SleepOptions, seed: int) -> None:
         super().__init__(options, seed)
