@@ -106,7 +106,7 @@ def leaderboard_cmd(table, formats, out, tracking_uri, experiment, seeds) -> Non
             mlflow.log_text(text, f"{STEM}.{SUFFIX[fmt]}")
         mlflow.log_text(board.sweep.path.read_text(encoding="utf-8"), f"sweep/{board.sweep.path.name}")
         if out is None:
-            click.echo(texts[chosen[0]], nl=False)
+            click.echo(texts[chosen[0]].rstrip("\n"))
         else:
             for fmt in chosen:
                 path = out / f"{STEM}.{SUFFIX[fmt]}"
