@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .errors import KdbenchError, first_line
+from .signals import signals_deferred
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 #: the folder beside a SQLite store that holds the artifacts of the experiments kdbench creates there
@@ -448,24 +449,29 @@ def tracked_run(uri: str, experiment: str, *, run_name: str | None = None, tags:
     mlflow = import_mlflow()
     check_store(uri)
     mlflow.set_tracking_uri(uri)
+    run = None
     try:
-        if run_id is None:
-            run = mlflow.start_run(experiment_id=experiment_id(uri, experiment), run_name=run_name, tags=tags)
-        else:
-            run = mlflow.start_run(run_id=run_id)
-            mlflow.set_tags(process_tags())
-    except mlflow.exceptions.MlflowException as error:
-        if run_id is None:
-            raise KdbenchError(f"cannot start an MLflow run in {uri}: {first_line(error)}") from None
-        raise KdbenchError(f"cannot reopen MLflow run {run_id} in {uri} ({first_line(error)}); "
-                           f"use the tracking URI it was started with, or run without --resume") from None
-    try:
+        with signals_deferred():  # a signal while the run is being created would leave it RUNNING, unowned
+            try:
+                if run_id is None:
+                    run = mlflow.start_run(experiment_id=experiment_id(uri, experiment), run_name=run_name,
+                                           tags=tags)
+                else:
+                    run = mlflow.start_run(run_id=run_id)
+                    mlflow.set_tags(process_tags())
+            except mlflow.exceptions.MlflowException as error:
+                if run_id is None:
+                    raise KdbenchError(f"cannot start an MLflow run in {uri}: {first_line(error)}") from None
+                raise KdbenchError(f"cannot reopen MLflow run {run_id} in {uri} ({first_line(error)}); "
+                                   f"use the tracking URI it was started with, or run without --resume") from None
         yield run
     except (KeyboardInterrupt, SystemExit):
-        mlflow.end_run("KILLED")
+        if run is not None:
+            mlflow.end_run("KILLED")
         raise
     except BaseException:
-        mlflow.end_run("FAILED")
+        if run is not None:
+            mlflow.end_run("FAILED")
         raise
     else:
         mlflow.end_run("FINISHED")

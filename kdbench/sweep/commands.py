@@ -80,7 +80,8 @@ def sweep_cmd(file, dry_run, gpus, max_parallel, launcher, nproc_per_node, seeds
                    f"{counts['resume']} to resume, {counts['new']} to run")
         return
     open_stores(planned)
-    mark_done(planned)
+    for run_id in mark_done(planned, close_stale=True):
+        click.echo(f"note: run {run_id}, whose process is gone, is now marked KILLED")
     from .run import run_sweep
 
     status = run_sweep(sweep, planned, launcher=launcher, gpus=gpu_list, max_parallel=max_parallel,

@@ -81,36 +81,46 @@ def open_stores(planned: list[PlannedCell]) -> None:
             experiment_id(uri, name)
 
 
-def finished_runs(uri: str, experiments: set[str]) -> dict[str, str]:
-    """Config hash → id of the newest FINISHED student run, in one ``mlflow.search_runs`` query."""
+def student_runs(uri: str, experiments: set[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """In one ``mlflow.search_runs`` query: config hash → the newest FINISHED student run, and config hash →
+    the student runs still marked RUNNING."""
     from ..tracking import import_mlflow
 
     mlflow = import_mlflow()
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=sorted(experiments), output_format="list",
-                              filter_string="tags.`kdbench.role` = 'student' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"])
+                              filter_string="tags.`kdbench.role` = 'student'", order_by=["attributes.start_time DESC"])
     done: dict[str, str] = {}
+    running: dict[str, list[str]] = {}
     for run in runs:
         digest = run.data.tags.get("kdbench.config_hash")
-        if digest:
+        if digest and run.info.status == "FINISHED":
             done.setdefault(digest, run.info.run_id)
-    return done
+        elif digest and run.info.status == "RUNNING":
+            running.setdefault(digest, []).append(run.info.run_id)
+    return done, running
 
 
-def mark_done(planned: list[PlannedCell]) -> None:
-    """Set each cell's state: done (FINISHED run in its store), resume (a checkpoint waits) or new."""
+def mark_done(planned: list[PlannedCell], *, close_stale: bool = False) -> list[str]:
+    """Set each cell's state: done (FINISHED run in its store), resume (a checkpoint waits) or new. With
+    ``close_stale``, a pending cell's runs left RUNNING by a process that is gone (a crash, a ``kill -9``
+    before the run could be ended) are marked KILLED; returns their ids."""
+    from ..tracking import close_if_stale, tracking_uri
+
+    closed = []
     for uri, experiments in stores(planned).items():
-        from ..tracking import tracking_uri
-
-        done = finished_runs(uri, experiments)
+        done, running = student_runs(uri, experiments)
         for p in planned:
             if tracking_uri(p.config.tracking.uri) != uri:
                 continue
             if p.digest in done:
                 p.state, p.run_id = "done", done[p.digest]
-            elif p.checkpoint.exists():
+                continue
+            if p.checkpoint.exists():
                 p.state = "resume"
+            if close_stale:
+                closed += [run_id for run_id in running.get(p.digest, []) if close_if_stale(uri, run_id)]
+    return closed
 
 
 #: the parts of a config that decide its teacher's weights and stored outputs

@@ -386,7 +386,7 @@ def test_designed_runs_best_paper_and_paired_interval(designed, cli):
 def test_the_rendering_is_logged_as_a_finished_leaderboard_run(designed, cli, tmp_path):
     import mlflow
 
-    from kdbench.sweep.plan import finished_runs
+    from kdbench.sweep.plan import student_runs
 
     result = board(cli, designed, "--out", str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"leaderboard.{s}" for s in ("csv", "html", "md", "tex")]
@@ -401,8 +401,8 @@ def test_the_rendering_is_logged_as_a_finished_leaderboard_run(designed, cli, tm
     logged = Path(client.download_artifacts(run_id, "leaderboard.md", str(tmp_path / "dl")))
     assert logged.read_text() == (tmp_path / "leaderboard.md").read_text()
     # the sweep's done-detection counts student runs only
-    assert run_id not in finished_runs(designed.uri, {"kdbench"}).values()
-    assert designed.hashes["KD", 1] in finished_runs(designed.uri, {"kdbench"})
+    assert run_id not in student_runs(designed.uri, {"kdbench"})[0].values()
+    assert designed.hashes["KD", 1] in student_runs(designed.uri, {"kdbench"})[0]
 
 
 @pytest.mark.parametrize("error, status, code", [(RuntimeError("boom"), "FAILED", None),
