@@ -2,7 +2,8 @@
 
 The engine talks to a :class:`Tracker`; :class:`MlflowTracker` is the real one (a run that always ends
 FINISHED, FAILED or KILLED), :class:`MemoryTracker` keeps everything in dicts, for engine tests that need
-no store. MLflow is imported lazily (it costs ~4 s), so ``kdbench list`` and friends stay fast.
+no store, and :class:`NullTracker` records nothing (the ranks other than 0 of a DDP run). MLflow is imported
+lazily (it costs ~4 s), so ``kdbench list`` and friends stay fast.
 
 The store is checked before anything trains (:func:`check_store`, called by the engine's ``prepare``): a
 tracking URI that cannot work is refused in one line within seconds, and a SQLite store is opened (created
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -612,6 +613,32 @@ class MlflowTracker(Tracker):
     def log_confusion(self, confusion, class_names, title):
         super().log_confusion(confusion, class_names, title)
         log_confusion_matrix(confusion, class_names, title)
+
+
+class NullTracker(Tracker):
+    """Records nothing. The ranks other than 0 of a DDP run track with it: they run the same run as rank 0,
+    which alone logs it (one MLflow run per cell, however many processes train it)."""
+
+    def run(self, *, name, tags, run_id=None):
+        return nullcontext(run_id)
+
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_dict(self, data, artifact):
+        pass
+
+    def log_file(self, path, artifact_dir):
+        pass
+
+    def log_torch(self, data, artifact):
+        pass
+
+    def log_confusion(self, confusion, class_names, title):
+        pass
 
 
 class MemoryTracker(Tracker):
