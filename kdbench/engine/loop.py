@@ -7,6 +7,12 @@ test scores to a callback that logs and checkpoints.
 Determinism: every epoch reseeds all RNGs from (seed, epoch) and the loader shuffles with its own
 generator seeded the same way, so an epoch's outcome depends only on the state at its start. That is
 what makes a resumed run end with exactly the metrics of an uninterrupted one.
+
+Under DDP (a training built with ``distributed=True`` in a process group of K > 1 ranks, see
+:mod:`kdbench.engine.distributed`) each rank trains on its share of every one-process batch (same order, split
+K ways), with random draws of its own (reseeded from the epoch's seed + rank); gradients are averaged over
+the ranks before each step, and after each epoch's training every rank takes rank 0's parameters and buffers,
+so all ranks evaluate, and rank 0 checkpoints, one and the same state: a resumed DDP run stays exact too.
 """
 
 from __future__ import annotations
@@ -43,6 +49,43 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def world() -> tuple[int, int]:
+    """(this process's rank, the number of ranks) in an initialised ``torch.distributed`` group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def per_rank_batch(batch_size: int, ranks: int) -> int:
+    """The batch each of ``ranks`` processes trains on, so that together they train on ``batch_size``."""
+    if batch_size % ranks:
+        lower = batch_size - batch_size % ranks
+        raise KdbenchError(f"batch_size {batch_size} cannot be split evenly over {ranks} processes; set a batch_size "
+                           f"divisible by {ranks} (e.g. --set batch_size={lower or ranks}) or change --nproc-per-node")
+    return batch_size // ranks
+
+
+class RankSampler(torch.utils.data.DistributedSampler):
+    """Rank ``rank``'s share of the training order: every ``ranks``-th index of the permutation the one-process
+    loader draws, from the same generator (reseeded from ``epoch_seed(seed, epoch)`` every epoch).
+
+    DistributedSampler's own shuffle seeds a fresh generator with ``seed + epoch``; it is replaced because the
+    one-process loader draws its order from the training generator after the DataLoader has taken its base seed
+    from it. Sharing that generator, and so its draws, makes the ranks' j-th batches together exactly the
+    one-process j-th batch (every rank pads its share to equal length with indices from the start, as
+    DistributedSampler does, so every rank takes as many steps)."""
+
+    def __init__(self, split, generator: torch.Generator, rank: int, ranks: int) -> None:
+        super().__init__(split, num_replicas=ranks, rank=rank, shuffle=True)
+        self.generator = generator
+
+    def __iter__(self):
+        order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
+        order += order[:self.total_size - len(order)]
+        return iter(order[self.rank:self.total_size:self.num_replicas])
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % 2**31
 
@@ -54,12 +97,16 @@ def reseed(seed: int) -> None:
 
 
 def loader(split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None, num_workers: int,
-           device: torch.device) -> torch.utils.data.DataLoader:
-    # A last training batch of one sample breaks BatchNorm; drop it only in that case.
-    drop_last = shuffle and len(split) > batch_size and len(split) % batch_size == 1
+           device: torch.device, shard: tuple[int, int] = (0, 1)) -> torch.utils.data.DataLoader:
+    """``shard`` = (rank, ranks): a shuffled split is shared out by :class:`RankSampler` when ranks > 1, and
+    ``batch_size`` is then the per-rank batch."""
+    sampler = RankSampler(split, generator, *shard) if shuffle and shard[1] > 1 else None
+    count = len(sampler) if sampler is not None else len(split)
+    # A last training batch of one sample breaks BatchNorm; drop it only in that case (on every rank alike).
+    drop_last = shuffle and count > batch_size and count % batch_size == 1
     return torch.utils.data.DataLoader(
-        split, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate,
-        num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=drop_last,
+        split, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, generator=generator,
+        collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=drop_last,
         persistent_workers=num_workers > 0)
 
 
@@ -90,9 +137,34 @@ def autocast(device: torch.device, amp: bool):
 LossFn = Callable[[Batch], dict[str, torch.Tensor]]
 
 
+def average_gradients(modules: list[nn.Module], ranks: int) -> None:
+    """Every rank's gradients replaced by their mean over the ranks (one all-reduce of all of them), as DDP does:
+    each rank's loss is the mean over its equal share of the global batch, so this is the gradient of the
+    global batch's mean loss, and every rank takes the same step."""
+    grads = list({id(p): p.grad for m in modules for p in m.parameters() if p.grad is not None}.values())
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= ranks
+    for grad, value in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(value.view_as(grad))
+
+
+def share_rank0_state(modules: list[nn.Module]) -> None:
+    """Every rank takes rank 0's parameters and buffers (BatchNorm statistics, distillers' memory banks), so all
+    ranks evaluate, and rank 0 checkpoints, one state; DDP broadcasts the same way."""
+    with torch.no_grad():
+        for module in modules:
+            for tensor in [*module.parameters(), *module.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
+
+
 def train_epoch(loss_fn: LossFn, modules: list[nn.Module], data, optimizer, *, device: torch.device,
-                scaler: torch.amp.GradScaler, epoch: int, progress: bool, desc: str) -> dict[str, float]:
-    """One pass over ``data``; returns the mean of each loss term (and of their sum, ``loss``)."""
+                scaler: torch.amp.GradScaler, epoch: int, progress: bool, desc: str,
+                ranks: int = 1) -> dict[str, float]:
+    """One pass over ``data``; returns the mean of each loss term (and of their sum, ``loss``), over all
+    ``ranks`` when the data is shared out over DDP ranks."""
     from tqdm import tqdm
 
     for module in modules:
@@ -110,6 +182,8 @@ def train_epoch(loss_fn: LossFn, modules: list[nn.Module], data, optimizer, *, d
                                f"lower optimizer.lr or check the inputs")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if ranks > 1:
+            average_gradients(modules, ranks)
         scaler.step(optimizer)
         scaler.update()
         n = len(batch)
@@ -117,6 +191,10 @@ def train_epoch(loss_fn: LossFn, modules: list[nn.Module], data, optimizer, *, d
         for key, value in {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach()) * n
         bar.set_postfix(loss=f"{totals['loss'] / seen:.4f}")
+    if ranks > 1:  # every rank ran the same steps, so the same loss terms in the same order
+        summed = torch.tensor([seen, *totals.values()], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(summed)
+        seen, totals = summed[0].item(), dict(zip(totals, summed[1:].tolist()))
     return {key: value / max(seen, 1) for key, value in totals.items()}
 
 
@@ -172,6 +250,8 @@ class Training:
     device: torch.device
     amp: bool
     label: str = "epoch"                          # progress-bar prefix
+    rank: int = 0                                 # this process's DDP rank
+    ranks: int = 1                                # DDP ranks sharing the training data (1: not distributed)
     on_epoch_start: Callable[[int], None] = field(default=lambda epoch: None)
     #: the checkpoint this training continues (its "epoch", "run_id" and "history"), once loaded
     resume: dict[str, Any] | None = None
@@ -203,19 +283,21 @@ class Training:
 def training(modules: list[nn.Module], loss_fn: LossFn, forward, evaluated: list[nn.Module], *, train_split,
              test_split, class_names, optimizer: OptimizerConfig, schedule: ScheduleConfig, epochs: int,
              batch_size: int, seed: int, num_workers: int, device: torch.device, amp: bool, label: str = "epoch",
-             on_epoch_start: Callable[[int], None] | None = None) -> Training:
-    """The one set-up of optimiser, schedule, scaler and loaders, for any training."""
+             on_epoch_start: Callable[[int], None] | None = None, distributed: bool = False) -> Training:
+    """The one set-up of optimiser, schedule, scaler and loaders, for any training. With ``distributed``, in a
+    process group of several ranks, the training data and ``batch_size`` (the global batch) are shared out."""
     optim = make_optimizer([p for m in modules for p in m.parameters()], optimizer)
     generator = torch.Generator()
+    rank, ranks = world() if distributed else (0, 1)
     return Training(
         modules=modules, loss_fn=loss_fn, forward=forward, evaluated=evaluated, class_names=tuple(class_names),
         optimizer=optim, scheduler=make_scheduler(optim, schedule, epochs),
         scaler=torch.amp.GradScaler("cuda", enabled=amp),
-        train_data=loader(train_split, batch_size, shuffle=True, generator=generator, num_workers=num_workers,
-                          device=device),
+        train_data=loader(train_split, per_rank_batch(batch_size, ranks), shuffle=True, generator=generator,
+                          num_workers=num_workers, device=device, shard=(rank, ranks)),
         test_data=loader(test_split, batch_size, shuffle=False, generator=None, num_workers=num_workers,
                          device=device),
-        generator=generator, epochs=epochs, seed=seed, device=device, amp=amp, label=label,
+        generator=generator, epochs=epochs, seed=seed, device=device, amp=amp, label=label, rank=rank, ranks=ranks,
         on_epoch_start=on_epoch_start or (lambda epoch: None))
 
 
@@ -226,13 +308,17 @@ def fit_epochs(t: Training, start: int, *, progress: bool, after_epoch: EpochDon
     """Epochs ``start`` .. ``t.epochs - 1``: reseed from (seed, epoch), train, step the schedule, evaluate, then
     ``after_epoch(epoch, losses, scores)``. Returns the last scores (None if no epoch ran)."""
     scores = None
+    if t.ranks > 1:
+        share_rank0_state(t.modules)  # the ranks start alike (whatever each one built or loaded)
     for epoch in range(start, t.epochs):
         seed = epoch_seed(t.seed, epoch)
-        reseed(seed)
-        t.generator.manual_seed(seed)
+        reseed(seed + t.rank)  # each rank its own dropout masks and sampled negatives, as rows of one batch have
+        t.generator.manual_seed(seed)  # one training order for all ranks
         t.on_epoch_start(epoch)
         losses = train_epoch(t.loss_fn, t.modules, t.train_data, t.optimizer, device=t.device, scaler=t.scaler,
-                             epoch=epoch, progress=progress, desc=f"{t.label} {epoch + 1}/{t.epochs}")
+                             epoch=epoch, progress=progress, desc=f"{t.label} {epoch + 1}/{t.epochs}", ranks=t.ranks)
+        if t.ranks > 1:  # each rank's BatchNorm statistics and memory banks saw its share only: rank 0's go on
+            share_rank0_state(t.modules)
         t.scheduler.step()
         scores = t.evaluate()
         after_epoch(epoch, losses, scores)

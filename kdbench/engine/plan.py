@@ -149,7 +149,7 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
         modules, loss_fn, lambda b: student(b.student_input), [student], train_split=train, test_split=test,
         class_names=info.class_names, optimizer=config.optimizer, schedule=config.schedule, epochs=config.epochs,
         batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers, device=device, amp=amp,
-        on_epoch_start=on_epoch_start)
+        on_epoch_start=on_epoch_start, distributed=True)  # shared out over DDP ranks, if any
 
     path = checkpoint_path(config)
     # weights + up to two optimiser moments each, twice while the atomic save replaces the old file, + slack
