@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import __version__
+from ..errors import KdbenchError
 from ..metrics import Scores, score
 from ..tracking import (
     MlflowTracker,
+    NullTracker,
     Tracker,
     close_if_stale,
     flatten,
@@ -40,6 +42,9 @@ class RunResult:
 
 
 def default_tracker(config) -> Tracker:
+    """MLflow; under DDP on rank 0 only, the other ranks' runs being the same run."""
+    if loop.world()[0] != 0:
+        return NullTracker()
     return MlflowTracker(tracking_uri(config.tracking.uri), config.tracking.experiment)
 
 
@@ -54,6 +59,9 @@ def fit_teacher_stage(p: Prepared, tracker: Tracker, *, progress: bool = True, e
     and its stored outputs. A sweep runs this once per distinct teacher before fanning cells out, so cells
     that share a frozen teacher neither train it nor compute its outputs in parallel."""
     config = p.config
+    if loop.world()[0] != 0 and (p.teacher_fit is not None or (p.store and len(p.stored) < 2)):
+        raise KdbenchError("under DDP the teacher is trained and its outputs stored by rank 0 alone, before the other "
+                           "ranks prepare; start DDP runs with `kdbench run --nproc-per-node K`")
     if p.teacher_fit is not None:
         echo(f"teacher: no checkpoint given; training {config.teacher.name!r} on {config.dataset.name!r} "
              f"for {config.teacher_training.epochs} epochs (cached for later runs)")
@@ -97,6 +105,8 @@ def student_tags(p: Prepared, store: str | None) -> dict[str, str]:
         tags["kdbench.cuda_visible_devices"] = gpus
     if commit := source_commit():
         tags["kdbench.git_commit"] = commit
+    if (ranks := loop.world()[1]) > 1:
+        tags["kdbench.ranks"] = str(ranks)  # DDP: batch_size is the global batch
     return tags
 
 
@@ -131,6 +141,8 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
             history.append(metrics)
             echo(f"epoch {epoch + 1}/{t.epochs}: loss {losses['loss']:.4f}  accuracy {scores.accuracy:.3f}  "
                  f"mf1 {scores.mf1:.3f}  kappa {scores.kappa:.3f}")
+            if loop.world()[0] != 0:
+                return  # under DDP every rank holds rank 0's state (loop.share_rank0_state); rank 0 writes it
             save_atomic({"format": 1, "config_hash": p.digest, "epoch": epoch + 1, "run_id": run_id,
                          "history": history, "teacher_confusion": teacher_scores.confusion,
                          "student": loop.to_cpu(p.student.state_dict()),
