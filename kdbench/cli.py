@@ -168,9 +168,12 @@ def echo_err(message: str) -> None:
 @click.option("--teacher-checkpoint", help="teacher weights: a file or runs:/<run id>; default: train and cache")
 @config_options("student training epochs")
 @click.option("--resume", is_flag=True, help="continue this configuration's checkpoint, in the same MLflow run")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="train over K processes on this node with DDP (one GPU each, or CPU processes over gloo); "
+                   "batch_size stays the global batch (docs/distributed.md)")
 @click.option("--dry-run", is_flag=True, help="print the resolved config and its hash; run nothing")
 def run_cmd(distiller, student, teacher_checkpoint, dataset, teacher, data_root, skip_bad, config_file, sets, epochs,
-            seed, device, tracking_uri, experiment, no_progress, resume, dry_run) -> None:
+            seed, device, tracking_uri, experiment, no_progress, resume, nproc_per_node, dry_run) -> None:
     """Train a student with one distiller on one dataset, tracked in MLflow."""
     from .config import RUN_SECTIONS, config_hash
 
@@ -185,16 +188,27 @@ def run_cmd(distiller, student, teacher_checkpoint, dataset, teacher, data_root,
         click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
         return
 
+    progress = not no_progress and sys.stderr.isatty()
+    if nproc_per_node > 1:
+        from .engine.distributed import fit_distributed
+
+        done = fit_distributed(config, nproc_per_node, resume=resume, progress=progress)
+        if done["status"] != "done":
+            raise KdbenchError(done["reason"], done.get("details", ""))
+        summary(config, done["metrics"], done["teacher_metrics"], done["run_id"], done["config_hash"])
+        return
     from .engine import fit, prepare
 
-    progress = not no_progress and sys.stderr.isatty()
     prepared = prepare(config, plugins(), resume=resume, progress=progress, echo=echo_err)
     result = fit(prepared, progress=progress, echo=echo_err)
-    student_scores, teacher_scores = result.scores.as_dict(), result.teacher_scores.as_dict()
+    summary(config, result.scores.as_dict(), result.teacher_scores.as_dict(), result.run_id, result.config_hash)
+
+
+def summary(config, student_scores: dict, teacher_scores: dict, run_id: str, digest: str) -> None:
+    """What ``kdbench run`` prints when a run is done, however many processes trained it."""
     rows = [(k, f"{v:.4f}", f"{teacher_scores[k]:.4f}") for k, v in shown(student_scores).items()]
     click.echo(table(rows, ("metric", f"student ({config.distiller.name})", f"teacher ({config.teacher.name})")))
-    click.echo(f"\nMLflow run {result.run_id} (config {result.config_hash}) in experiment "
-               f"{config.tracking.experiment!r}")
+    click.echo(f"\nMLflow run {run_id} (config {digest}) in experiment {config.tracking.experiment!r}")
 
 
 @cli.group("teacher")
