@@ -194,7 +194,7 @@ def run_cmd(distiller, student, teacher_checkpoint, dataset, teacher, data_root,
 
         done = fit_distributed(config, nproc_per_node, resume=resume, progress=progress)
         if done["status"] != "done":
-            raise KdbenchError(done["reason"], done.get("details", ""))
+            raise KdbenchError(done["reason"])  # its details, if any, are printed above
         summary(config, done["metrics"], done["teacher_metrics"], done["run_id"], done["config_hash"])
         return
     from .engine import fit, prepare

@@ -63,13 +63,13 @@ def torchrun_command(config_json: Path, result_json: Path, nproc: int, *, resume
 
 def run_distributed(config_json: Path, result_json: Path, nproc: int, *, env: dict[str, str] | None = None,
                     log=None, resume: bool = True, progress: bool = False) -> dict:
-    """Fit ``config_json`` over ``nproc`` ranks and return the result, also left in ``result_json``:
-    ``{"status": "done", "run_id", "config_hash", "metrics", "teacher_metrics", "ranks", "student_weights"}``
-    (the digest of the student's weights on each rank: all equal) or ``{"status": "failed", "reason": one line,
-    "details"}``. The ranks' output goes to ``log`` (a path or an open file, appended) or, without one, to this
-    process's. ``env`` is added to this process's environment. Ctrl-C (or SIGTERM turned into
-    KeyboardInterrupt, as the CLI does) stops the ranks, rank 0's MLflow run ending KILLED, and is re-raised
-    once they have ended."""
+    """Fit ``config_json`` over ``nproc`` ranks and return the result: ``{"status": "done", "run_id",
+    "config_hash", "metrics", "teacher_metrics", "ranks", "student_weights"}`` (the digest of the student's
+    weights on each rank: all equal) or ``{"status": "failed", "reason": one line}``; ``result_json`` keeps the
+    full record. The ranks' output, and a failure's details (a data-check report, a bug's traceback), go to
+    ``log``: a callable taking one line at a time, a file path (appended), or None for this process's own
+    output. ``env`` is added to this process's environment. Ctrl-C (or SIGTERM turned into KeyboardInterrupt,
+    as the CLI does) stops the ranks, rank 0's MLflow run ending KILLED, and is re-raised once they have ended."""
     config_json, result_json = Path(config_json), Path(result_json)
     layer = json.loads(config_json.read_text())
     if "batch_size" in layer:  # a resolved config has it: refused before anything starts (else by the ranks)
@@ -79,17 +79,28 @@ def run_distributed(config_json: Path, result_json: Path, nproc: int, *, env: di
     full_env = {**os.environ, **(env or {})}
     # torchrun would set 1 (with a warning); the CPU's cores shared out serve gloo ranks better
     full_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    opened = open(log, "ab") if isinstance(log, str | Path) else nullcontext(log)
-    with opened as out:
+    relay = log if callable(log) else None
+    with open(log, "ab") if isinstance(log, str | Path) else nullcontext() as file:
+        out = subprocess.PIPE if relay else file
         proc = subprocess.Popen(torchrun_command(config_json, result_json, nproc, resume=resume, progress=progress),
                                 env=full_env, stdout=out, stderr=None if out is None else subprocess.STDOUT,
+                                text=relay is not None,
                                 start_new_session=True)  # a terminal's Ctrl-C reaches the ranks through us only
         try:
-            code = proc.wait()
+            finish(proc, relay)
         except BaseException:
             stop(proc)
+            finish(proc, relay)
             raise
-    return outcome(result_json, code)
+    return outcome(result_json, proc.returncode, log)
+
+
+def finish(proc: subprocess.Popen, relay) -> None:
+    """Wait for torchrun, handing its output to ``relay`` line by line if it is piped."""
+    if relay is not None:
+        for line in proc.stdout:
+            relay(line.rstrip("\n"))
+    proc.wait()
 
 
 def fit_distributed(config: RunConfig, nproc: int, *, resume: bool, progress: bool) -> dict:
@@ -101,8 +112,8 @@ def fit_distributed(config: RunConfig, nproc: int, *, resume: bool, progress: bo
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to each rank (torchrun's children), then wait until torchrun has ended. Before its ranks exist,
-    torchrun itself is told to stop (it then stops whatever it started)."""
+    """SIGTERM to each rank (torchrun's children). Before its ranks exist, torchrun itself is told to stop (it
+    then stops whatever it started)."""
     ranks = children(proc.pid)
     for pid in ranks:
         try:
@@ -111,7 +122,6 @@ def stop(proc: subprocess.Popen) -> None:
             pass
     if not ranks and proc.poll() is None:
         proc.terminate()
-    proc.wait()
 
 
 def children(pid: int) -> list[int]:
@@ -131,8 +141,9 @@ def reports(result_json: Path) -> list[Path]:
     return sorted(result_json.parent.glob(f"{result_json.name}.rank*"))
 
 
-def outcome(result_json: Path, code: int) -> dict:
-    """Rank 0's result; else the earliest failure a rank reported; else what torchrun's exit status says."""
+def outcome(result_json: Path, code: int, log) -> dict:
+    """Rank 0's result; else the earliest failure a rank reported (its details sent to ``log``); else what
+    torchrun's exit status says."""
     failures = []
     for path in reports(result_json):
         failures.append(json.loads(path.read_text()))
@@ -145,9 +156,17 @@ def outcome(result_json: Path, code: int) -> dict:
         result = min(failures, key=lambda failure: failure["time"])
     else:
         result = {"status": "failed", "reason": f"the ranks ended without a result (torchrun exit status {code}); "
-                                                f"their output above says why", "details": ""}
+                                                f"their output says why", "details": ""}
     write_json(result_json, result)
-    return result
+    if result["details"]:
+        if callable(log):
+            log(result["details"].rstrip("\n"))
+        elif log is not None:
+            with open(log, "a") as file:
+                file.write(result["details"])
+        else:
+            print(result["details"].rstrip("\n"), file=sys.stderr)
+    return {"status": "failed", "reason": result["reason"]}
 
 
 def write_json(path: Path, data: dict) -> None:

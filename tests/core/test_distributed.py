@@ -131,13 +131,15 @@ def test_two_processes_give_the_metrics_of_one_with_the_same_global_batch(workdi
     run = ("run", "--distiller", "kd", "--dataset", "synthetic", "--config", "small.toml", "--no-progress")
     # two DDP runs at once on this node (each rendezvous on its own free port), each training its teacher on
     # rank 0 (seeds differ, so the teachers do); the API (a config layer resolved by the ranks) and the CLI
+    gn_output: list[str] = []
     with ThreadPoolExecutor(2) as pool:
         gn_job = pool.submit(run_distributed, workdir.path / "gn.json", workdir.path / "gn-result.json", 2,
-                             env=probe_env, resume=False)
+                             env=probe_env, resume=False, log=gn_output.append)
         bn_job = pool.submit(run_process, *run, "--seed", "1", "--nproc-per-node", "2", "--set", "output_dir=bn-ddp",
                              cwd=workdir.path)
         gn, bn = gn_job.result(), bn_job.result()
     assert gn["status"] == "done", gn
+    assert "epoch 3/3: loss" in "\n".join(gn_output)  # rank 0's lines, handed over one by one
     assert bn.code == 0, bn.err
     # the same runs in one process, with the teachers the DDP runs cached
     gn_one = run_process(*run, "--student", "tiny-gn", "--seed", "0", "--set", "output_dir=gn-one", env=probe_env,
