@@ -47,9 +47,10 @@ from .fit import default_tracker, fit_student, fit_teacher_stage
 from .plan import prepare
 from .teacher_outputs import weights_digest
 
-#: how long a rank waits in a collective: the others wait while rank 0 trains the teacher, which may take hours
-#: (a rank that dies does not leave the others waiting: torchrun stops them, or their collective breaks)
-WAIT = timedelta(days=2)
+#: how long the other ranks wait for rank 0's teacher stage, which may take hours. Only that wait (on a gloo
+#: group of its own) is this long: training's collectives keep torch's timeout, after which a rank stuck on
+#: a peer that failed (NCCL does not notice a peer that left) is ended, and torchrun ends the others
+TEACHER_WAIT = timedelta(days=2)
 
 
 def torchrun_command(config_json: Path, result_json: Path, nproc: int, *, resume: bool = True,
@@ -207,7 +208,7 @@ def join(config: RunConfig) -> None:
         backend = "gloo"
     else:
         raise KdbenchError(f"DDP runs on CUDA GPUs or on the CPU, not on {device.type!r}; use --device cuda or cpu")
-    dist.init_process_group(backend, timeout=WAIT)
+    dist.init_process_group(backend)
 
 
 def fit_rank(config: RunConfig, rank: int, *, resume: bool, progress: bool) -> dict:
@@ -215,13 +216,14 @@ def fit_rank(config: RunConfig, rank: int, *, resume: bool, progress: bool) -> d
     find the teacher and its outputs in the cache); all ranks then fit the student together."""
     echo = (lambda message: print(message, file=sys.stderr, flush=True)) if rank == 0 else (lambda message: None)
     tracker = default_tracker(config)  # MLflow on rank 0, nothing elsewhere
+    patient = dist.new_group(backend="gloo", timeout=TEACHER_WAIT)
     if rank == 0:
         prepared = prepare(config, plugins(), resume=resume, progress=progress, echo=echo)
         fit_teacher_stage(prepared, tracker, progress=progress, echo=echo)
-    dist.barrier()
+    dist.barrier(group=patient)
     if rank != 0:
         prepared = prepare(config, plugins(), resume=resume, progress=False, echo=echo)
-    dist.barrier()  # every rank has read the checkpoint before rank 0 reopens or starts the run
+    dist.barrier(group=patient)  # every rank has read the checkpoint before rank 0 reopens or starts the run
     result = fit_student(prepared, tracker, progress=progress, echo=echo)
     digests: list[str | None] = [None] * dist.get_world_size()  # evidence that the ranks ended as one
     dist.all_gather_object(digests, weights_digest(prepared.student)[:16])
