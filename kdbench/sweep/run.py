@@ -51,7 +51,8 @@ def cell_jobs(pending: list[PlannedCell], nproc: int) -> list[Job]:
         log.parent.mkdir(parents=True, exist_ok=True)
         verb = "resume" if p.state == "resume" else "start"
         jobs.append(Job(p.digest, {"kind": "cell", "config": p.payload(), "nproc": nproc}, str(log),
-                        f"{p.name} ({p.digest[:8]}{', ' + verb if verb == 'resume' else ''})"))
+                        f"{p.name} ({p.digest[:8]}{', resume' if verb == 'resume' else ''}"
+                        f"{f', DDP x{nproc}' if nproc > 1 else ''})"))
     return jobs
 
 
