@@ -112,6 +112,10 @@ class RunConfig(Strict):
     teacher_cache: bool = Field(True, description="reuse a frozen teacher's stored outputs (computed once per "
                                                   "teacher weights, data and split)")
     teacher_training: TeacherTrainingConfig = TeacherTrainingConfig()
+    teacher_control: Literal["none", "shuffled", "random"] = Field(
+        "none", description="a negative control of the teacher's knowledge: 'shuffled' permutes the frozen "
+                            "teacher's outputs across the training samples once (same statistics, no per-sample "
+                            "knowledge); 'random' uses an untrained teacher of the same architecture")
     tracking: TrackingConfig = TrackingConfig()
     output_dir: str = Field("kdbench-runs", description="checkpoints go to <output_dir>/<config_hash>/")
 
@@ -148,6 +152,8 @@ def config_hash(config: RunConfig) -> str:
                 payload[section].pop(key, None)
             elif kind == "file" and payload[section].get(key):
                 payload[section][key] = Path(payload[section][key]).name
+    if config.teacher_control != "none":  # only then: the hashes of every run without a control stay as they were
+        payload["teacher_control"] = config.teacher_control
     checkpoint = payload["teacher"].get("checkpoint")
     if checkpoint and not checkpoint.startswith("runs:/"):
         payload["teacher"]["checkpoint"] = Path(checkpoint).name

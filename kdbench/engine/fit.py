@@ -70,6 +70,8 @@ def fit_teacher_stage(p: Prepared, tracker: Tracker, *, progress: bool = True, e
             p.teacher.requires_grad_(False)
     elif p.source.kind == "cache":
         echo(f"teacher: reusing {p.source.location}")
+    elif p.source.kind == "random":
+        echo(f"teacher: negative control, an {p.source.location}")
     if p.store:
         keys = outputs_keys(config, p.dataset, p.teacher) if len(p.stored) < 2 else {}
         for split, key in keys.items():
@@ -101,6 +103,8 @@ def student_tags(p: Prepared, store: str | None) -> dict[str, str]:
         tags["kdbench.teacher_run_id"] = p.source.run_id
     elif p.source.run_id:
         tags["kdbench.teacher_run_elsewhere"] = f"{p.source.run_id} in {p.source.store or 'an unknown store'}"
+    if config.teacher_control != "none":
+        tags["kdbench.teacher_control"] = config.teacher_control
     if gpus := os.environ.get("CUDA_VISIBLE_DEVICES"):  # a sweep's worker slot, or the user's own choice
         tags["kdbench.cuda_visible_devices"] = gpus
     if commit := source_commit():

@@ -111,8 +111,15 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
 
     source = decide_source(config, dataset)
     stored: dict[str, teacher_outputs.TeacherOutputs] = {}
-    if source.kind != "train":
+    if config.teacher_control == "shuffled" and not store:
+        why = (f"the distiller {config.distiller.name!r} trains its teacher" if trains_teacher else
+               "teacher_cache is false" if not config.teacher_cache else
+               f"the dataset {config.dataset.name!r} gives the teacher other inputs every epoch")
+        raise KdbenchError(f"teacher_control = shuffled permutes the frozen teacher's stored outputs, but {why}; "
+                           f"use teacher_control = random for this run")
+    if source.kind in ("checkpoint", "cache"):
         source = load_weights(teacher, source, tracking_uri(config.tracking.uri))
+    if source.kind != "train":
         if store:
             for split, key in outputs_keys(config, dataset, teacher).items():
                 if found := teacher_outputs.find(outputs_root(), key):
@@ -126,11 +133,16 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     if not trains_teacher and teacher_fit is None:
         teacher.requires_grad_(False)
 
+    # the shuffled control: sample i gets the stored outputs of sample shuffle[i], one permutation for the run
+    shuffle = (torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+               if config.teacher_control == "shuffled" else None)
+
     def teacher_forward(batch):
         if trains_teacher:
             return teacher(batch.teacher_input)
         if stored:
-            return stored["train"].lookup(batch.index, device)
+            index = batch.index if shuffle is None else shuffle[batch.index.cpu()]
+            return stored["train"].lookup(index, device)
         with torch.no_grad():
             return teacher(batch.teacher_input).detach()
 

@@ -36,7 +36,7 @@ TEACHER_FIELDS = ("teacher",)
 class TeacherSource:
     """Where the teacher's weights come from (recorded on the student's run)."""
 
-    kind: str  # "checkpoint" | "cache" | "train" (to be trained) | "trained"
+    kind: str  # "checkpoint" | "cache" | "train" (to be trained) | "trained" | "random" (the control)
     location: str
     run_id: str | None = None
     #: the tracking store ``run_id`` lives in (the cache is shared by every store on the machine)
@@ -62,6 +62,8 @@ def progress_path(cached: Path) -> Path:
 
 def decide_source(config: RunConfig, dataset: Dataset) -> TeacherSource:
     """The configured checkpoint, else the cached weights, else "train"; nothing is loaded or trained here."""
+    if config.teacher_control == "random":
+        return TeacherSource("random", f"untrained {config.teacher.name}, initialised from seed {config.seed}")
     if config.teacher.checkpoint:
         return TeacherSource("checkpoint", config.teacher.checkpoint)
     path = cached_path(config, dataset)
