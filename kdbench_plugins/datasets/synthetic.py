@@ -32,7 +32,7 @@ CLASS_NAMES = ("W", "N1", "N2", "N3", "REM")
 #: epochs per stage in S³VE; the label draw keeps these proportions in every split.
 S3VE_COUNTS = np.array([55_878, 5_909, 40_522, 20_237, 12_290])
 #: bump when the generator changes, so caches keyed on the fingerprint are invalidated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 W, N1, N2, N3, REM = range(5)
 
@@ -60,6 +60,11 @@ class SyntheticOptions(PluginOptions):
         0.7, ge=0.0, le=1.0,
         description="How much of the sleeper's stage-independent restlessness also shows in the EEG as a "
                     "per-clip arousal level (0 = the two modalities are independent given the stage).")
+    label_noise: float = Field(
+        0.35, ge=0.0, lt=0.5,
+        description="Fraction of the TRAIN labels replaced by a neighbouring stage, the confusions human scorers "
+                    "make (W<->N1, N1<->N2, N2<->N3, N1/N2<->REM); the signals always follow the true stage and "
+                    "the test labels stay clean (0 = every label is right).")
 
 
 # --------------------------------------------------------------------------- labels
@@ -86,6 +91,31 @@ def stratified_counts(n: int, weights: np.ndarray) -> np.ndarray:
 def draw_labels(rng: np.random.Generator, n: int) -> np.ndarray:
     counts = stratified_counts(n, S3VE_COUNTS.astype(float))
     return rng.permutation(np.repeat(np.arange(len(counts)), counts))
+
+
+#: where a scorer's wrong label lands, per true stage (rows W, N1, N2, N3, REM; each row sums to 1). Only
+#: neighbouring stages: W<->N1 at sleep onset, N1<->N2 and N2<->N3 along the depth axis, REM taken for the
+#: light NREM stages it resembles (theta, low tone) and vice versa. Never W<->N3, never N3<->REM.
+CONFUSION = np.array([
+    [0.0, 1.0, 0.0, 0.0, 0.0],     # W   -> N1
+    [0.4, 0.0, 0.4, 0.0, 0.2],     # N1  -> W, N2, REM
+    [0.0, 0.45, 0.0, 0.45, 0.1],   # N2  -> N1, N3, REM
+    [0.0, 0.0, 1.0, 0.0, 0.0],     # N3  -> N2
+    [0.0, 0.5, 0.5, 0.0, 0.0],     # REM -> N1, N2
+])
+
+
+def corrupt_labels(rng: np.random.Generator, labels: np.ndarray, fraction: float) -> np.ndarray:
+    """A copy of ``labels`` in which exactly ``round(fraction * n)`` entries, chosen at random, are replaced by
+    a neighbouring stage drawn from :data:`CONFUSION` (so every replaced label is wrong)."""
+    noisy = labels.copy()
+    k = int(round(fraction * len(labels)))
+    if k == 0:
+        return noisy
+    which = rng.choice(len(labels), k, replace=False)
+    cum = np.cumsum(CONFUSION[labels[which]], axis=1)
+    noisy[which] = np.minimum((rng.random((k, 1)) > cum).sum(axis=1), len(CLASS_NAMES) - 1)
+    return noisy
 
 
 # --------------------------------------------------------------------------- EEG
@@ -278,10 +308,14 @@ def make_video(rng: np.random.Generator, labels: np.ndarray, arousal: np.ndarray
 class _Split(torch.utils.data.Dataset):
     """One generated split, held in memory as tensors."""
 
-    def __init__(self, student: np.ndarray, teacher: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, student: np.ndarray, teacher: np.ndarray, labels: np.ndarray,
+                 true_labels: np.ndarray | None = None) -> None:
         self.student = torch.from_numpy(student)
         self.teacher = torch.from_numpy(teacher)
         self.labels = torch.from_numpy(labels.astype(np.int64))
+        #: the stages the signals were drawn from; differs from ``labels`` only where ``label_noise`` struck (train).
+        #: Kept for tests and diagnostics; never part of an item, so no method can see it.
+        self.true_labels = self.labels if true_labels is None else torch.from_numpy(true_labels.astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -337,13 +371,15 @@ class SyntheticSleep(Dataset):
         o = self.options
         size = o.train_size if name == "train" else o.test_size
         stream = np.random.SeedSequence([self.seed, self.splits.index(name)])
-        label_rng, eeg_rng, video_rng, arousal_rng = (np.random.default_rng(s) for s in stream.spawn(4))
+        label_rng, eeg_rng, video_rng, arousal_rng, noise_rng = (np.random.default_rng(s) for s in stream.spawn(5))
         labels = draw_labels(label_rng, size)
         arousal = arousal_rng.standard_normal(size)
         eeg = make_eeg(eeg_rng, labels, arousal, o.eeg_rate, o.eeg_seconds, o.eeg_noise)
         video = make_video(video_rng, labels, arousal, o.frames, o.height, o.width, o.fps,
                            o.video_signal, o.video_noise, o.arousal_coupling)
-        return _Split(video, eeg, labels)
+        # Scorers' errors reach only the labels one trains on; the test split is scored against the truth.
+        given = corrupt_labels(noise_rng, labels, o.label_noise) if name == "train" else labels
+        return _Split(video, eeg, given, labels)
 
     def fingerprint(self) -> str:
         blob = json.dumps({"dataset": type(self).__qualname__, "version": GENERATOR_VERSION,
