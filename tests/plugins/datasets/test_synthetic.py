@@ -9,11 +9,18 @@ from pydantic import ValidationError
 
 import kdbench_plugins.datasets.synthetic as plugin
 from kdbench.contracts import FeatureSpec, ModelOutput, collate
-from kdbench_plugins.datasets.synthetic import SyntheticSleep
+from kdbench_plugins.datasets.synthetic import (
+    CLASS_NAMES,
+    CONFUSION,
+    S3VE_COUNTS,
+    SyntheticSleep,
+    corrupt_labels,
+    draw_labels,
+    make_video,
+    stratified_counts,
+)
 from kdbench_plugins.students.tiny_3dcnn import Tiny3DCNN
 from kdbench_plugins.teachers.tiny_eeg import TinyEEGNet
-from kdbench_plugins.datasets.synthetic import (CLASS_NAMES, CONFUSION, S3VE_COUNTS, corrupt_labels, draw_labels,
-                                                make_video, stratified_counts)
 
 W, N1, N2, N3, REM = range(5)
 S3VE_SHARE = S3VE_COUNTS / S3VE_COUNTS.sum()
