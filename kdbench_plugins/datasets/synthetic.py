@@ -12,6 +12,12 @@ twitching depend on the stage by a factor ``video_signal``; camera and sleeper c
 not depend on the stage are laid over it. A per-clip arousal level, shared by both modalities
 (``arousal_coupling``), makes the teacher's uncertainty say something about what the student sees,
 as in real recordings where lighter sleep shows both in the EEG and in movement.
+
+Generator v2 adds noisy training labels (``label_noise``): a fraction of the train labels is replaced by a
+neighbouring stage, the confusions human scorers make, while the signals follow the true stage and the test
+labels stay clean; a teacher that sees the EEG clearly can see through them. v2 also makes the video carry
+more of the stage (``video_signal`` 1.0, fewer confounders) and is smaller by default, so a cell trains in
+seconds. The generative story and what it achieves: docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ CLASS_NAMES = ("W", "N1", "N2", "N3", "REM")
 #: epochs per stage in S³VE; the label draw keeps these proportions in every split.
 S3VE_COUNTS = np.array([55_878, 5_909, 40_522, 20_237, 12_290])
 #: bump when the generator changes, so caches keyed on the fingerprint are invalidated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 W, N1, N2, N3, REM = range(5)
 
@@ -40,7 +46,7 @@ W, N1, N2, N3, REM = range(5)
 class SyntheticOptions(PluginOptions):
     """Sizes and difficulty of the generated data."""
 
-    train_size: int = Field(1200, gt=0, description="Number of clips in the train split.")
+    train_size: int = Field(400, gt=0, description="Number of clips in the train split.")
     test_size: int = Field(400, gt=0, description="Number of clips in the test split.")
     eeg_rate: int = Field(100, ge=40, le=1000,
                           description="EEG sampling rate in Hz (>= 40 so 16 Hz spindles stay below Nyquist).")
@@ -48,18 +54,23 @@ class SyntheticOptions(PluginOptions):
     eeg_noise: float = Field(1.0, ge=0.0,
                              description="Scale of the 1/f EEG background relative to the stage rhythms.")
     frames: int = Field(8, ge=2, le=64, description="Frames per infrared clip.")
-    height: int = Field(24, ge=8, le=128, description="Frame height in pixels.")
-    width: int = Field(24, ge=8, le=128, description="Frame width in pixels.")
+    height: int = Field(16, ge=8, le=128, description="Frame height in pixels.")
+    width: int = Field(16, ge=8, le=128, description="Frame width in pixels.")
     fps: float = Field(2.0, gt=0.0, le=30.0,
                        description="Frame rate of the infrared clip (how far breathing advances between frames).")
     video_signal: float = Field(
-        0.65, ge=0.0, le=1.0,
+        1.0, ge=0.0, le=1.0,
         description="How strongly the stage shapes the sleeper's motion (0 = the video is uninformative).")
     video_noise: float = Field(0.04, ge=0.0, le=1.0, description="Standard deviation of the per-pixel sensor noise.")
     arousal_coupling: float = Field(
         0.7, ge=0.0, le=1.0,
         description="How much of the sleeper's stage-independent restlessness also shows in the EEG as a "
                     "per-clip arousal level (0 = the two modalities are independent given the stage).")
+    label_noise: float = Field(
+        0.3, ge=0.0, lt=0.5,
+        description="Fraction of the TRAIN labels replaced by a neighbouring stage, the confusions human scorers "
+                    "make (W<->N1, N1<->N2, N2<->N3, N1/N2<->REM); the signals always follow the true stage and "
+                    "the test labels stay clean (0 = every label is right).")
 
 
 # --------------------------------------------------------------------------- labels
@@ -86,6 +97,31 @@ def stratified_counts(n: int, weights: np.ndarray) -> np.ndarray:
 def draw_labels(rng: np.random.Generator, n: int) -> np.ndarray:
     counts = stratified_counts(n, S3VE_COUNTS.astype(float))
     return rng.permutation(np.repeat(np.arange(len(counts)), counts))
+
+
+#: where a scorer's wrong label lands, per true stage (rows W, N1, N2, N3, REM; each row sums to 1). Only
+#: neighbouring stages: W<->N1 at sleep onset, N1<->N2 and N2<->N3 along the depth axis, REM taken for the
+#: light NREM stages it resembles (theta, low tone) and vice versa. Never W<->N3, never N3<->REM.
+CONFUSION = np.array([
+    [0.0, 1.0, 0.0, 0.0, 0.0],     # W   -> N1
+    [0.4, 0.0, 0.4, 0.0, 0.2],     # N1  -> W, N2, REM
+    [0.0, 0.45, 0.0, 0.45, 0.1],   # N2  -> N1, N3, REM
+    [0.0, 0.0, 1.0, 0.0, 0.0],     # N3  -> N2
+    [0.0, 0.5, 0.5, 0.0, 0.0],     # REM -> N1, N2
+])
+
+
+def corrupt_labels(rng: np.random.Generator, labels: np.ndarray, fraction: float) -> np.ndarray:
+    """A copy of ``labels`` in which exactly ``round(fraction * n)`` entries, chosen at random, are replaced by
+    a neighbouring stage drawn from :data:`CONFUSION` (so every replaced label is wrong)."""
+    noisy = labels.copy()
+    k = int(round(fraction * len(labels)))
+    if k == 0:
+        return noisy
+    which = rng.choice(len(labels), k, replace=False)
+    cum = np.cumsum(CONFUSION[labels[which]], axis=1)
+    noisy[which] = np.minimum((rng.random((k, 1)) > cum).sum(axis=1), len(CLASS_NAMES) - 1)
+    return noisy
 
 
 # --------------------------------------------------------------------------- EEG
@@ -198,7 +234,7 @@ JITTER_LEVEL = np.array([1.0, 0.4, -0.3, -1.0, -0.5])   # W moves most, N3 least
 BREATH_LEVEL = np.array([0.6, 0.2, -0.3, -1.0, 0.7])    # faster, shallower breathing when awake / REM
 TWITCH_LEVEL = np.array([0.0, -0.4, -0.6, -1.0, 1.0])   # REM twitches
 #: log-normal spread of per-clip restlessness, the main confounder of the video's stage signal.
-RESTLESS_SPREAD = 0.55
+RESTLESS_SPREAD = 0.2
 
 
 def _soft(x: np.ndarray, sharpness: float) -> np.ndarray:
@@ -233,7 +269,7 @@ def make_video(rng: np.random.Generator, labels: np.ndarray, arousal: np.ndarray
     pose = np.stack([rng.uniform(-0.25, 0.25, n), rng.uniform(-0.2, 0.2, n),
                      rng.uniform(-0.5, 0.5, n)], axis=-1)[:, None, :] + np.cumsum(steps, axis=1)
     # Large repositioning (turning over) in some clips, at a random frame; independent of the stage.
-    moved = rng.random(n) < 0.12
+    moved = rng.random(n) < 0.06
     when = rng.integers(1, T, n)
     jump = rng.normal(0.0, 1.0, (n, 3)) * np.array([0.15, 0.15, 0.3]) * moved[:, None]
     pose += (np.arange(T)[None, :, None] >= when[:, None, None]) * jump[:, None, :]
@@ -278,10 +314,14 @@ def make_video(rng: np.random.Generator, labels: np.ndarray, arousal: np.ndarray
 class _Split(torch.utils.data.Dataset):
     """One generated split, held in memory as tensors."""
 
-    def __init__(self, student: np.ndarray, teacher: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, student: np.ndarray, teacher: np.ndarray, labels: np.ndarray,
+                 true_labels: np.ndarray | None = None) -> None:
         self.student = torch.from_numpy(student)
         self.teacher = torch.from_numpy(teacher)
         self.labels = torch.from_numpy(labels.astype(np.int64))
+        #: the stages the signals were drawn from; differs from ``labels`` only where ``label_noise`` struck (train).
+        #: Kept for tests and diagnostics; never part of an item, so no method can see it.
+        self.true_labels = self.labels if true_labels is None else torch.from_numpy(true_labels.astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -303,14 +343,15 @@ class SyntheticSleep(Dataset):
     default_student = "tiny-3dcnn"
     splits = ("train", "test")
     class_names = CLASS_NAMES
-    #: tuned on 2 CPU cores: the teacher trains in ~5 s to ~96 % test accuracy, a student in ~6-10 s
-    #: (video alone: ~52 %, macro-F1 ~0.31, against 41 % / 0.12 for always answering W).
+    #: tuned on 2 CPU cores (v2): the teacher trains in ~3-6 s to ~85 % test accuracy on the noisy labels, a
+    #: student in ~3 s (a whole cell with a cached teacher ~8 s wall); the baseline student reaches ~62 %
+    #: (41 % for always answering W), about 0.66-0.75 when trained on the true labels.
     run_defaults = {
-        "epochs": 15,
+        "epochs": 12,
         "batch_size": 32,
         "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
         "schedule": {"name": "cosine"},   # lets the student's BatchNorm statistics settle
-        "teacher_training": {"epochs": 15, "batch_size": 32,
+        "teacher_training": {"epochs": 10, "batch_size": 32,
                              "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}},
     }
 
@@ -337,13 +378,15 @@ class SyntheticSleep(Dataset):
         o = self.options
         size = o.train_size if name == "train" else o.test_size
         stream = np.random.SeedSequence([self.seed, self.splits.index(name)])
-        label_rng, eeg_rng, video_rng, arousal_rng = (np.random.default_rng(s) for s in stream.spawn(4))
+        label_rng, eeg_rng, video_rng, arousal_rng, noise_rng = (np.random.default_rng(s) for s in stream.spawn(5))
         labels = draw_labels(label_rng, size)
         arousal = arousal_rng.standard_normal(size)
         eeg = make_eeg(eeg_rng, labels, arousal, o.eeg_rate, o.eeg_seconds, o.eeg_noise)
         video = make_video(video_rng, labels, arousal, o.frames, o.height, o.width, o.fps,
                            o.video_signal, o.video_noise, o.arousal_coupling)
-        return _Split(video, eeg, labels)
+        # Scorers' errors reach only the labels one trains on; the test split is scored against the truth.
+        given = corrupt_labels(noise_rng, labels, o.label_noise) if name == "train" else labels
+        return _Split(video, eeg, given, labels)
 
     def fingerprint(self) -> str:
         blob = json.dumps({"dataset": type(self).__qualname__, "version": GENERATOR_VERSION,
