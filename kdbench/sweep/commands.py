@@ -9,7 +9,6 @@ A failing cell never stops the others; the exit status says whether any failed.
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -34,10 +33,6 @@ def cli_layer(tracking_uri: str | None, experiment: str | None, sets: tuple[str,
     layer = merge({}, *(parse_set(item) for item in sets))
     tracking = {k: v for k, v in (("uri", tracking_uri), ("experiment", experiment)) if v}
     return merge(layer, {"tracking": tracking}) if tracking else layer
-
-
-def clock() -> str:
-    return time.strftime("%H:%M:%S")
 
 
 @click.command("sweep")

@@ -7,6 +7,7 @@ pool (:mod:`.local`) and SLURM (:mod:`.slurm`) both do.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -14,6 +15,10 @@ import click
 from .local import Job, Pool, make_slots
 from .plan import PlannedCell, teacher_key
 from .spec import Sweep
+
+
+def clock() -> str:
+    return time.strftime("%H:%M:%S")
 
 
 def echo(message: str, bar=None) -> None:
@@ -71,11 +76,8 @@ def make_launcher(launcher: str, gpus, max_parallel, nproc, slurm):
 
 def run_sweep(sweep: Sweep, planned: list[PlannedCell], *, launcher: str, gpus, max_parallel, nproc, slurm,
               progress: bool) -> int:
-    import time
-
     from tqdm import tqdm
 
-    from .commands import clock
 
     done = [p for p in planned if p.state == "done"]
     pending = [p for p in planned if p.state != "done"]
