@@ -100,19 +100,21 @@ def test_a_run_killed_hard_is_closed_when_its_checkpoint_is_overwritten(workdir)
     assert statuses[dead.info.run_id] == "KILLED" and "RUNNING" not in statuses.values() and len(statuses) == 2
 
 
-def test_a_signal_during_a_save_waits_for_the_save(tmp_path):
-    """SIGTERM sent while torch.save writes arrives after the file is complete (it used to break the zip writer
-    and surface as a RuntimeError, ending the run FAILED with a traceback)."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])
+def test_a_signal_during_a_save_waits_for_the_save(tmp_path, signum):
+    """SIGTERM (or SIGUSR2, submitit's requeue signal) sent while torch.save writes arrives after the file is
+    complete (it used to break the zip writer and surface as a RuntimeError, ending the run FAILED with a
+    traceback, and a SLURM task failed instead of being requeued)."""
     from kdbench.engine.checkpoint import signals_deferred
 
     received = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: received.append("during" if saving else "after"))
+    previous = signal.signal(signum, lambda *_: received.append("during" if saving else "after"))
     try:
         saving = True
         with signals_deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
             save_atomic({"weights": torch.zeros(1000)}, tmp_path / "ck.pt")
             saving = False
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signum, previous)
     assert received == ["after"] and torch.equal(load(tmp_path / "ck.pt")["weights"], torch.zeros(1000))
