@@ -25,7 +25,7 @@ from .data.clips import FIELDS
 from .data.report import DataReport
 from .options import NoOptions
 
-__all__ = ["FIELDS", "Batch", "Dataset", "DatasetInfo", "DistillContext", "Distiller", "FeatureSpec", "FileDataset",
+__all__ = ["FIELDS", "UNLABELLED", "Batch", "Dataset", "DatasetInfo", "DistillContext", "Distiller", "FeatureSpec", "FileDataset",
            "Model", "ModelOutput", "collate"]
 
 
@@ -45,11 +45,18 @@ class DatasetInfo:
         return len(self.class_names)
 
 
+#: the label of a training sample nobody scored (PyTorch's default ``ignore_index``). Such a sample still has
+#: both inputs, so the teacher's outputs teach on it; hard-label terms skip it (:func:`kdbench.losses.hard_ce`).
+#: Test splits are fully labelled.
+UNLABELLED = -100
+
+
 @dataclass
 class Batch:
     """A collated mini-batch. ``index`` is each sample's position in its split (memory banks key on it);
-    ``group`` is each sample's subject (recording) id where the dataset knows it, else -1 (domain-adversarial
-    teachers learn from it)."""
+    ``label`` is the class index, or :data:`UNLABELLED` for an unscored training sample; ``group`` is each
+    sample's subject (recording) id where the dataset knows it, else -1 (domain-adversarial teachers learn
+    from it)."""
 
     student_input: Tensor
     teacher_input: Tensor

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..config import OptimizerConfig, ScheduleConfig
-from ..contracts import Batch, ModelOutput, collate
+from ..contracts import UNLABELLED, Batch, ModelOutput, collate
 from ..errors import KdbenchError
 from ..metrics import Scores, score
 
@@ -178,8 +178,11 @@ def train_epoch(loss_fn: LossFn, modules: list[nn.Module], data, optimizer, *, d
         loss = sum(terms.values())
         if not torch.isfinite(loss):
             shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-            raise KdbenchError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} ({shown}); "
-                               f"lower optimizer.lr or check the inputs")
+            hint = "lower optimizer.lr or check the inputs"
+            if bool((batch.label == UNLABELLED).all()):
+                hint = ("this batch has no scored sample: compute hard-label terms with kdbench.losses.hard_ce, "
+                        "which skips unscored samples")
+            raise KdbenchError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} ({shown}); {hint}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if ranks > 1:

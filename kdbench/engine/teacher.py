@@ -23,6 +23,7 @@ from .. import __version__
 from ..config import RunConfig
 from ..contracts import Dataset, Model
 from ..errors import KdbenchError
+from ..losses import hard_ce
 from ..paths import cache_dir
 from ..tracking import Tracker, download_artifact, flatten, process_tags
 from . import loop
@@ -100,7 +101,6 @@ def teacher_training(config: RunConfig, dataset: Dataset, teacher: Model, device
     """Cross-entropy plus the teacher's own terms, on the teacher's input alone (student inputs never decoded).
     A training interrupted earlier (its checkpoint beside the cache) is continued, in its tracked run: the key
     of the cache names everything the weights depend on, and every epoch reseeds, so this is always sound."""
-    import torch.nn.functional as F
 
     recipe = config.teacher_training
     amp = config.amp and device.type == "cuda"
@@ -110,7 +110,7 @@ def teacher_training(config: RunConfig, dataset: Dataset, teacher: Model, device
         with loop.autocast(device, amp):
             out = teacher(batch.teacher_input)
         extra = teacher.training_losses(out.float(), batch)  # e.g. MC2SleepNet's alignment, SEN's domain loss
-        return {"ce": F.cross_entropy(out.logits.float(), batch.label), **{k: v.float() for k, v in extra.items()}}
+        return {"ce": hard_ce(out.logits.float(), batch.label), **{k: v.float() for k, v in extra.items()}}
 
     training = loop.training(
         [teacher], teacher_loss, lambda b: teacher(b.teacher_input), [teacher],

@@ -29,11 +29,6 @@ def parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
-def cli_layer(tracking_uri: str | None, experiment: str | None) -> dict:
-    tracking = {key: value for key, value in (("uri", tracking_uri), ("experiment", experiment)) if value}
-    return {"tracking": tracking} if tracking else {}
-
-
 def render(fmt: str, board, lines) -> str:
     from . import render as text
 
@@ -67,14 +62,17 @@ def leaderboard_tags(board) -> dict[str, str]:
                                      "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 @click.option("--experiment", help="MLflow experiment of the runs (default: the sweep file's, else kdbench)")
 @click.option("--seeds", metavar="0,1,2", help="these seeds instead of the sweep file's")
-def leaderboard_cmd(table, formats, out, tracking_uri, experiment, seeds) -> None:
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="the same config overrides the sweep ran with (they are part of each cell's config hash)")
+def leaderboard_cmd(table, formats, out, tracking_uri, experiment, seeds, sets) -> None:
     """Aggregate a table's finished runs over seeds, laid out like the paper, beside the paper's numbers.
 
     TABLE is a table name (table2 or table2_s3ve: leaderboards/table2_s3ve.toml, in ./leaderboards or
     kdbench's own) or a sweep file's path. Runs are matched to the file's cells by config hash; the newest
-    FINISHED student run of each counts. Without --out the table goes to stdout (--format html included);
+    FINISHED student run of each counts, so a sweep run with --set needs the same --set here. Without --out the table goes to stdout (--format html included);
     every rendering is also logged to MLflow as a run tagged kdbench.role=leaderboard.
     """
+    from ..sweep.commands import cli_layer
     from ..tracking import import_mlflow, tracked_run
     from .collect import prepare, read
     from .stats import compute
@@ -82,7 +80,7 @@ def leaderboard_cmd(table, formats, out, tracking_uri, experiment, seeds) -> Non
     if len(formats) > 1 and out is None:
         raise KdbenchError("several --format need --out DIR (one file each); without --out give one --format")
     chosen = list(dict.fromkeys(formats)) or (list(FORMATS) if out is not None else ["md"])
-    board = prepare(table, parse_seeds(seeds), cli_layer(tracking_uri, experiment))
+    board = prepare(table, parse_seeds(seeds), cli_layer(tracking_uri, experiment, sets))
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """``baseline``: the student trained alone with cross-entropy (the "Baseline R3D/R(2+1)D" rows of Table II)."""
 
-import torch.nn.functional as F
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 
 
 class Baseline(Distiller):
@@ -12,7 +12,7 @@ class Baseline(Distiller):
     name = "baseline"
 
     def forward(self, student, teacher, batch):
-        return {"ce": F.cross_entropy(student.logits, batch.label)}
+        return {"ce": hard_ce(student.logits, batch.label)}
 
 
 @hookimpl

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from kdbench.contracts import Distiller
+from kdbench.contracts import UNLABELLED, Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 
@@ -52,8 +53,11 @@ class CCLOptions(PluginOptions):
 
 
 def same_label_mask(label: Tensor) -> Tensor:
-    """(B, B) bool: True where samples i and j share a label, the diagonal included. These are the positives."""
-    return label[:, None] == label[None, :]
+    """(B, B) bool: True where samples i and j share a label, the diagonal included. These are the positives.
+    An unscored sample (``UNLABELLED``) is its own only positive: nothing says which class it shares."""
+    known = label != UNLABELLED
+    same = (label[:, None] == label[None, :]) & known[:, None] & known[None, :]
+    return same | torch.eye(len(label), dtype=torch.bool, device=label.device)
 
 
 def label_contrast(x: Tensor, y: Tensor, label: Tensor, temperature: float) -> Tensor:
@@ -100,7 +104,7 @@ class CCL(Distiller):
 
     def forward(self, student, teacher, batch):
         o = self.options
-        losses = {"ce": o.ce_weight * F.cross_entropy(student.logits, batch.label)}
+        losses = {"ce": o.ce_weight * hard_ce(student.logits, batch.label)}
         keep = (teacher.embedding != 0).any(dim=1) if o.drop_zero_teacher else \
             torch.ones_like(batch.label, dtype=torch.bool)
         names = ("ce_composition", "contrast_student_composition", "contrast_student_teacher",
@@ -119,7 +123,7 @@ class CCL(Distiller):
             return o.contrast_weight * (label_contrast(x, y, label, tau) + label_contrast(y, x, label, tau))
 
         losses.update({
-            "ce_composition": o.composition_ce_weight * F.cross_entropy(self.classifier(m_own), label),
+            "ce_composition": o.composition_ce_weight * hard_ce(self.classifier(m_own), label),
             "contrast_student_composition": pair(v, m),
             "contrast_student_teacher": pair(v, t),
             "contrast_composition_teacher": pair(m_own, t),

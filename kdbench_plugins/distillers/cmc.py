@@ -29,11 +29,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 from .contrast import ContrastMemory, Embed, NCECritic, softmax_contrast
@@ -80,7 +80,7 @@ class CMC(Distiller):
         o = self.options
         z_s, z_t = self.embed_s(student.embedding), self.embed_t(teacher.embedding)
         sim_s, sim_t = self.memory(z_s, z_t, batch.index, batch.label)
-        return {"ce": o.ce_weight * F.cross_entropy(student.logits, batch.label),
+        return {"ce": o.ce_weight * hard_ce(student.logits, batch.label),
                 "cmc": o.cmc_weight * self.contrast(sim_s, sim_t)}
 
 

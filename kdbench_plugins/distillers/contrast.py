@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdbench.contracts import UNLABELLED
 from kdbench.errors import KdbenchError
 
 NegativePolicy = Literal["other-samples", "other-classes"]
@@ -79,7 +80,8 @@ class ContrastMemory(nn.Module):
 
     def sample(self, index: Tensor, label: Tensor | None = None) -> Tensor:
         """(B, K) indices of negatives: never the anchor's own index; with "other-classes", never a sample
-        whose known label is the anchor's (samples not seen yet, label −1, remain eligible)."""
+        whose known label is the anchor's (samples not seen yet, label −1, and unscored ones remain eligible;
+        an unscored anchor takes any other sample)."""
         b, n, device = index.shape[0], self.num_train, self.bank_student.device
         if self.negatives == "other-samples":
             # uniform over the n − 1 others: draw from [0, n−1) and step over the anchor's own index
@@ -88,6 +90,10 @@ class ContrastMemory(nn.Module):
         out = torch.empty(b, self.k, dtype=torch.long, device=device)
         for c in torch.unique(label).tolist():
             rows = label == c
+            if c == UNLABELLED:  # an unscored anchor has no known class: any other sample is a negative
+                draw = torch.randint(0, n - 1, (int(rows.sum()), self.k), device=device)
+                out[rows] = draw + (draw >= index[rows][:, None]).long()
+                continue
             pool = torch.nonzero(self.labels != c).squeeze(1)
             if pool.numel() == 0:
                 raise KdbenchError(f"negatives='other-classes' found no sample outside class {c}; "

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 from .contrast import ContrastMemory, Embed, NCECritic
@@ -72,7 +72,7 @@ class CRD(Distiller):
         o = self.options
         z_s, z_t = self.embed_s(student.embedding), self.embed_t(teacher.embedding)
         sim_s, sim_t = self.memory(z_s, z_t, batch.index, batch.label)
-        losses = {"ce": o.ce_weight * F.cross_entropy(student.logits, batch.label),
+        losses = {"ce": o.ce_weight * hard_ce(student.logits, batch.label),
                   "crd": o.crd_weight * (self.critic_s(sim_s) + self.critic_t(sim_t))}
         if o.kd_weight > 0:
             losses["kd"] = softened_kl(student.logits, teacher.logits, o.kd_temperature, o.kd_weight)

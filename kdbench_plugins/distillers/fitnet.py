@@ -38,6 +38,7 @@ from torch import nn
 from kdbench.contracts import Distiller, FeatureSpec
 from kdbench.errors import KdbenchError
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 from .soft import softened_kl
@@ -115,7 +116,7 @@ class FitNet(Distiller):
 
     def forward(self, student, teacher, batch):
         o = self.options
-        ce = F.cross_entropy(student.logits, batch.label)
+        ce = hard_ce(student.logits, batch.label)
         if o.schedule == "single":
             return {"ce": ce, "hint": o.hint_weight * self.hint_loss(student, teacher)}
         zero = student.logits.new_zeros(())  # a constant: inactive terms must not touch any parameter

@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import math
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 from .kernels import (
@@ -101,7 +101,7 @@ class IFD(Distiller):
         final = layer_divergence(teacher.embedding.detach(), student.embedding, o.include_self)
         flow = sum((layer_divergence(teacher.stages[t].detach(), student.stages[s], o.include_self)
                     for s, t in self.pairs), start=final * 0.0)
-        return {"ce": o.ce_weight * F.cross_entropy(student.logits, batch.label),
+        return {"ce": o.ce_weight * hard_ce(student.logits, batch.label),
                 "ifd_final": o.weight * final,
                 "ifd_flow": o.weight * self.alpha * flow}
 

@@ -6,11 +6,11 @@ combined with the ordinary cross-entropy by a weighted sum. Only logits are comp
 any teacher/student pair with the same classes, cross-modal ones included.
 """
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 from .soft import softened_kl
@@ -30,7 +30,7 @@ class KD(Distiller):
 
     def forward(self, student, teacher, batch):
         o = self.options
-        return {"ce": o.ce_weight * F.cross_entropy(student.logits, batch.label),
+        return {"ce": o.ce_weight * hard_ce(student.logits, batch.label),
                 "kd": softened_kl(student.logits, teacher.logits, o.temperature, o.kd_weight)}
 
 

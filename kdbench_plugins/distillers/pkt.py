@@ -19,11 +19,11 @@ mean equals (mean per-anchor KL) / B, so at batch size B the per-anchor KL is we
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 from .kernels import conditional, cosine_affinity, kl_divergence
@@ -48,7 +48,7 @@ class PKT(Distiller):
         o = self.options
         p_teacher = conditional(cosine_affinity(teacher.embedding), o.include_self)
         p_student = conditional(cosine_affinity(student.embedding), o.include_self)
-        return {"ce": o.ce_weight * F.cross_entropy(student.logits, batch.label),
+        return {"ce": o.ce_weight * hard_ce(student.logits, batch.label),
                 "pkt": o.weight * kl_divergence(p_teacher, p_student, o.include_self)}
 
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 
@@ -62,7 +63,7 @@ class RKD(Distiller):
 
     def forward(self, student, teacher, batch):
         o = self.options
-        ce = o.ce_weight * F.cross_entropy(student.logits, batch.label)
+        ce = o.ce_weight * hard_ce(student.logits, batch.label)
         if len(batch) < 2:  # no pair to relate; the engine never sends such a batch, but stay finite
             zero = student.embedding.sum() * 0.0
             return {"ce": ce, "rkd_distance": zero, "rkd_angle": zero}

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from kdbench.contracts import Distiller
 from kdbench.hookspecs import hookimpl
+from kdbench.losses import hard_ce
 from kdbench.options import PluginOptions
 
 from .sacd_graph import BatchGraphEncoder, graph_margin_loss
@@ -107,10 +108,10 @@ class SACD(Distiller):
 
     def forward(self, student, teacher, batch):
         o, y = self.options, batch.label
-        losses = {"ce": F.cross_entropy(student.logits, y)}
+        losses = {"ce": hard_ce(student.logits, y)}
         if self.eeg_classifier is not None:
             eeg_logits = self.eeg_classifier(teacher.embedding)
-            losses["ce_eeg"] = F.cross_entropy(eeg_logits, y)
+            losses["ce_eeg"] = hard_ce(eeg_logits, y)
             losses["jsd"] = o.lambda_jsd * jensen_shannon(student.logits, eeg_logits)
         if self.graph_v is not None:
             losses["structure"] = o.lambda_d * self.structure_loss(student.embedding, teacher.embedding)

@@ -44,6 +44,7 @@ batch_size = 16
 name = "synthetic"
 train_size = 64
 test_size = 100
+labelled_fraction = 1.0   # every clip scored: with unscored clips each rank averages its CE over its own (docs)
 
 [teacher_training]
 epochs = 1
@@ -124,7 +125,8 @@ def losses(workdir, run) -> list[float]:
 
 def test_two_processes_give_the_metrics_of_one_with_the_same_global_batch(workdir, cli, probe_env):
     (workdir.path / "small.toml").write_text(SMALL)
-    layer = {"dataset": {"name": "synthetic", "train_size": 64, "test_size": 100}, "epochs": 3, "batch_size": 16,
+    layer = {"dataset": {"name": "synthetic", "train_size": 64, "test_size": 100, "labelled_fraction": 1.0},
+             "epochs": 3, "batch_size": 16,
              "teacher_training": {"epochs": 1, "batch_size": 32}, "distiller": {"name": "kd"},
              "student": {"name": "tiny-gn"}, "seed": 0, "output_dir": "gn-ddp"}
     (workdir.path / "gn.json").write_text(json.dumps(layer))

@@ -260,6 +260,15 @@ def test_seeds_flag_overrides_the_files_seeds(real, cli):
     assert [r[2] for r in rows] == ["1", "1", "1", "0/1"]
 
 
+def test_set_flag_matches_runs_made_with_the_same_set(real, cli):
+    """--set is part of each cell's config hash, as in `kdbench sweep`: runs made without it do not match."""
+    other = board(cli, real, "--set", "epochs=2")
+    assert other.code == 0, other.err
+    assert [r[2] for r in md_rows(other.out)[1:]] == ["0/2", "0/2", "0/2", "0/2"]
+    same = board(cli, real, "--set", "epochs=1")   # what the runs were made with (TINY): they match again
+    assert [r[2] for r in md_rows(same.out)[1:]] == ["2", "2", "1/2†", "0/2"]
+
+
 def test_html_page_is_self_contained_with_a_confusion_matrix_per_entry(real, cli, tmp_path):
     import mlflow
 

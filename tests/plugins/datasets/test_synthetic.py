@@ -8,16 +8,19 @@ import torch
 from pydantic import ValidationError
 
 import kdbench_plugins.datasets.synthetic as plugin
-from kdbench.contracts import FeatureSpec, ModelOutput, collate
+from kdbench.contracts import UNLABELLED, FeatureSpec, ModelOutput, collate
 from kdbench_plugins.datasets.synthetic import (
     CLASS_NAMES,
     CONFUSION,
+    LIGHTER,
     S3VE_COUNTS,
     SyntheticSleep,
     corrupt_labels,
     draw_labels,
     make_video,
     stratified_counts,
+    sway_labels,
+    unscore,
 )
 from kdbench_plugins.students.tiny_3dcnn import Tiny3DCNN
 from kdbench_plugins.teachers.tiny_eeg import TinyEEGNet
@@ -57,7 +60,8 @@ def test_options_refuse_unknown_keys_and_bad_ranges():
     with pytest.raises(ValidationError):
         SyntheticSleep.Options(train_sizee=10)
     for bad in ({"train_size": 0}, {"eeg_rate": 20}, {"video_signal": 1.5}, {"frames": 1}, {"label_noise": 0.5},
-                {"label_noise": -0.1}):
+                {"label_noise": -0.1}, {"labelled_fraction": 0.0}, {"labelled_fraction": 1.1},
+                {"movement_bias": 1.5}, {"movement_rate": -0.1}):
         with pytest.raises(ValidationError):
             SyntheticSleep.Options(**bad)
     for model in (TinyEEGNet, Tiny3DCNN):
@@ -127,9 +131,10 @@ def test_corrupt_labels_replaces_exactly_the_fraction_with_neighbours():
 
 
 def test_label_noise_strikes_only_the_train_labels_and_not_the_signals():
-    noisy, clean = make(3, train_size=200, test_size=100), make(3, train_size=200, test_size=100, label_noise=0.0)
+    options = {"train_size": 200, "test_size": 100, "labelled_fraction": 1.0}
+    noisy, clean = make(3, **options), make(3, **options, label_noise=0.0)
     train, test = noisy.split("train"), noisy.split("test")
-    assert (train.labels != train.true_labels).sum() == round(0.3 * 200)       # the default fraction
+    assert (train.labels != train.true_labels).sum() == round(0.25 * 200)      # the default fraction
     assert torch.equal(test.labels, test.true_labels)                          # the test split is scored on truth
     assert torch.equal(test.labels, clean.split("test").labels)
     # the signals follow the true stage: the same tensors with or without noise
@@ -142,10 +147,64 @@ def test_label_noise_strikes_only_the_train_labels_and_not_the_signals():
     assert item["label"] == int(train.labels[item["index"]]) != int(train.true_labels[item["index"]])
 
 
+# --------------------------------------------------------------------------- scarce labels, swayed scorer (v3)
+
+
+def test_unscore_keeps_the_fraction_of_every_stage_and_at_least_one():
+    truth = draw_labels(np.random.default_rng(0), 1000)
+    given = corrupt_labels(np.random.default_rng(1), truth, 0.25)
+    out = unscore(np.random.default_rng(2), given, truth, 0.15)
+    kept = out != UNLABELLED
+    np.testing.assert_array_equal(out[kept], given[kept])               # a kept label is the scorer's, unchanged
+    for c in range(5):
+        n = int((truth == c).sum())
+        assert int(kept[truth == c].sum()) == max(1, round(0.15 * n))   # stratified by the TRUE stage
+    tiny = unscore(np.random.default_rng(3), truth[:40], truth[:40], 0.01)
+    assert set(tiny[tiny != UNLABELLED].tolist()) == set(truth[:40].tolist())   # every stage keeps one
+    np.testing.assert_array_equal(unscore(np.random.default_rng(4), given, truth, 1.0), given)
+
+
+def test_sway_labels_moves_only_moved_clips_one_stage_lighter():
+    truth = draw_labels(np.random.default_rng(0), 2000)
+    moved = np.random.default_rng(1).random(2000) < 0.3
+    out = sway_labels(np.random.default_rng(2), truth, truth, moved, 0.7)
+    changed = out != truth
+    assert not changed[~moved].any()
+    np.testing.assert_array_equal(out[changed], LIGHTER[truth[changed]])
+    share = changed[moved & (truth != W)].mean()
+    assert 0.65 < share < 0.75                                       # ≈ the bias (W cannot get lighter)
+    np.testing.assert_array_equal(sway_labels(np.random.default_rng(2), truth, truth, moved, 0.0), truth)
+
+
+def test_default_train_split_is_mostly_unscored_and_test_fully_scored():
+    data = make(5, train_size=400, test_size=50)
+    train, test = data.split("train"), data.split("test")
+    scored = train.labels != UNLABELLED
+    assert abs(scored.float().mean().item() - 0.15) < 0.02
+    assert (test.labels != UNLABELLED).all() and torch.equal(test.labels, test.true_labels)
+    assert set(train.labels[scored].tolist()) == set(range(5))
+    # unscored clips keep both inputs: the teacher still speaks for them
+    assert torch.isfinite(train.teacher[~scored]).all() and train.student[~scored].std() > 0
+
+
+def test_movement_bias_sways_only_train_labels_and_never_the_signals():
+    options = {"train_size": 300, "test_size": 50, "labelled_fraction": 1.0, "label_noise": 0.0}
+    swayed, plain = make(6, **options, movement_bias=1.0), make(6, **options)
+    train = swayed.split("train")
+    assert torch.equal(plain.split("train").labels, plain.split("train").true_labels)
+    changed = train.labels != train.true_labels
+    assert changed.any()
+    assert torch.equal(train.labels[changed], torch.from_numpy(LIGHTER)[train.true_labels[changed]])
+    assert torch.equal(train.student, plain.split("train").student)
+    assert torch.equal(swayed.split("test").labels, plain.split("test").labels)
+
+
 def test_label_noise_is_deterministic_and_in_the_fingerprint():
     a, b = make(4, train_size=50, test_size=5), make(4, train_size=50, test_size=5)
     assert torch.equal(a.split("train").labels, b.split("train").labels)
     assert make(0, label_noise=0.1).fingerprint() != make(0, label_noise=0.2).fingerprint()
+    assert make(0, labelled_fraction=0.1).fingerprint() != make(0, labelled_fraction=0.2).fingerprint()
+    assert make(0, movement_bias=0.1).fingerprint() != make(0).fingerprint()
 
 
 def test_dataset_splits_have_the_stratified_counts():
@@ -169,7 +228,8 @@ def test_items_shapes_and_dtypes():
     for i in range(len(train)):
         item = train[i]
         assert set(item) == {"student", "teacher", "label", "index"}
-        assert item["index"] == i and isinstance(item["label"], int) and 0 <= item["label"] < 5
+        assert item["index"] == i and isinstance(item["label"], int)
+        assert 0 <= item["label"] < 5 or item["label"] == UNLABELLED
         assert item["teacher"].shape == (1, 1000) and item["teacher"].dtype == torch.float32
         assert item["student"].shape == (1, 4, 16, 20) and item["student"].dtype == torch.float32
         assert 0.0 <= item["student"].min() and item["student"].max() <= 1.0

@@ -56,3 +56,27 @@ def test_batch_of_two(name):
     distiller.on_epoch_start(0)
     losses = distiller(*pair.outputs(), pair.batch)
     assert all(torch.isfinite(v) for v in losses.values()), losses
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unscored_samples_train_on_everything_but_the_hard_label_terms(name):
+    """A batch with unscored samples (label UNLABELLED) gives finite losses and gradients; a wholly unscored batch
+    has a zero cross-entropy (not NaN) and still trains the student through the teacher's terms where the
+    method has any. Labels from a scored batch with the unscored samples removed give the same cross-entropy."""
+    from kdbench.contracts import UNLABELLED
+
+    scored = [0, 3, 1, 4, 2, 0, 1, 3]
+    some = [UNLABELLED if i % 2 else c for i, c in enumerate(scored)]
+    for labels in (some, [UNLABELLED] * 8):
+        pair = make_pair(seed=7, labels=labels)
+        distiller = build(name, pair)
+        distiller.on_epoch_start(0)
+        s_out, t_out = pair.outputs()
+        losses = distiller(s_out, t_out, pair.batch)
+        assert all(torch.isfinite(v) for v in losses.values()), (labels, losses)
+        sum(losses.values()).backward()
+        grads = [p.grad for p in pair.student.parameters() if p.grad is not None]
+        assert all(torch.isfinite(g).all() for g in grads)
+        if labels[0] == UNLABELLED:
+            assert losses["ce"].item() == 0.0
+            assert (name == "baseline") == (not any(g.abs().sum() > 0 for g in grads)), name

@@ -230,3 +230,13 @@ def test_one_step_lowers_the_composition_cross_entropy(pair):
     """The composition learns its own classifier (golden values: test_golden.py)."""
     before, after = one_step(build(pair), pair)
     assert after["ce_composition"] < before["ce_composition"]
+
+
+def test_an_unscored_sample_is_its_own_only_positive():
+    from kdbench.contracts import UNLABELLED
+
+    label = torch.tensor([1, UNLABELLED, 1, UNLABELLED, 2])
+    mask = same_label_mask(label)
+    expected = torch.eye(5, dtype=torch.bool)
+    expected[0, 2] = expected[2, 0] = True
+    assert torch.equal(mask, expected)

@@ -194,3 +194,16 @@ def test_state_dict_round_trip_gives_identical_losses(negatives):
     assert ("memory.labels" in state) == (negatives == "other-classes")
     assert state["critic_s.z"] > 0
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_other_classes_lets_an_unscored_anchor_take_any_other_sample():
+    from kdbench.contracts import UNLABELLED
+
+    torch.manual_seed(0)
+    n = 10
+    label = torch.tensor([0, 1, UNLABELLED, 0, 1, UNLABELLED, 0, 1, 0, 1])
+    memory = ContrastMemory(num_train=n, dim=4, num_negatives=200, momentum=0.5, negatives="other-classes")
+    memory(unit(n, 4), unit(n, 4), torch.arange(n), label)
+    negs = torch.cat([memory.sample(torch.tensor([2, 0]), torch.tensor([UNLABELLED, 0])) for _ in range(30)], 1)
+    assert set(negs[0].tolist()) == set(range(n)) - {2}          # any sample but itself, unscored ones included
+    assert not (label[negs[1]] == 0).any() and (label[negs[1]] == UNLABELLED).any()
