@@ -140,7 +140,8 @@ LossFn = Callable[[Batch], dict[str, torch.Tensor]]
 def average_gradients(modules: list[nn.Module], ranks: int) -> None:
     """Every rank's gradients replaced by their mean over the ranks (one all-reduce of all of them), as DDP does:
     each rank's loss is the mean over its equal share of the global batch, so this is the gradient of the
-    global batch's mean loss, and every rank takes the same step."""
+    global batch's mean loss, and every rank takes the same step (a hard-label term over unscored samples is
+    the exception: each rank averages it over its own scored ones; docs/distributed.md)."""
     grads = list({id(p): p.grad for m in modules for p in m.parameters() if p.grad is not None}.values())
     if not grads:
         return
@@ -179,7 +180,7 @@ def train_epoch(loss_fn: LossFn, modules: list[nn.Module], data, optimizer, *, d
         if not torch.isfinite(loss):
             shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
             hint = "lower optimizer.lr or check the inputs"
-            if bool((batch.label == UNLABELLED).all()):
+            if bool((batch.label == UNLABELLED).all()) and "ce" in terms and not torch.isfinite(terms["ce"]):
                 hint = ("this batch has no scored sample: compute hard-label terms with kdbench.losses.hard_ce, "
                         "which skips unscored samples")
             raise KdbenchError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} ({shown}); {hint}")

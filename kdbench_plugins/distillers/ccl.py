@@ -63,13 +63,16 @@ def same_label_mask(label: Tensor) -> Tensor:
 def label_contrast(x: Tensor, y: Tensor, label: Tensor, temperature: float) -> Tensor:
     """One direction of CCL's label-aware in-batch loss, anchors x against candidates y.
 
-    Rows with no different-label candidate (e.g. a batch of one class) get no negative term; the released
-    code divides 0/0 there and returns NaN.
+    Negatives are the pairs of two scored samples with different labels; a pair with an unscored sample is
+    neither positive nor negative (only the softmax of the positive term pushes it away). Rows with no
+    negative (e.g. a batch of one class) get no negative term; the released code divides 0/0 there and
+    returns NaN.
     """
     logits = F.normalize(x, dim=1) @ F.normalize(y, dim=1).T / temperature
     log_p = F.log_softmax(logits, dim=1)
-    pos = same_label_mask(label).float()
-    neg = 1.0 - pos
+    same = same_label_mask(label)
+    known = label != UNLABELLED
+    pos, neg = same.float(), (known[:, None] & known[None, :] & ~same).float()
     pos_term = -(log_p * pos).sum(1) / pos.sum(1)  # the diagonal is always positive: never 0/0
     neg_log = torch.log((1.0 - log_p.exp()).clamp_min(1e-10))
     neg_term = -(neg_log * neg).sum(1) / neg.sum(1).clamp_min(1.0)

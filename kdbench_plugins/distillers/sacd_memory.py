@@ -12,6 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdbench.contracts import UNLABELLED
+
+#: the label of a queue slot nothing has been written to yet
+EMPTY = -1
+
 
 class MemoryBank(nn.Module):
     """A FIFO queue of ``size`` feature vectors with their labels, all registered buffers.
@@ -23,7 +28,7 @@ class MemoryBank(nn.Module):
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("features", torch.zeros(size, dim))
-        self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("labels", torch.full((size,), EMPTY, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
     @property
@@ -46,11 +51,14 @@ def hardest_negatives(anchors: Tensor, labels: Tensor, keys: Tensor, key_labels:
 
     Returns ``(similarity (B, k'), valid (B, k'), slot (B, k'))`` with k' = min(k, M). Keys with label −1
     (empty slots) or the anchor's label are never chosen; if fewer than k remain (early in training, or a
-    dominant class), the surplus columns are marked invalid for the caller to mask. Selection uses the
-    similarity without gradient; the gathered similarities keep the gradient of anchors and keys.
+    dominant class), the surplus columns are marked invalid for the caller to mask. An unscored anchor
+    (``UNLABELLED``) has no known class: every filled slot is a candidate; an unscored key is a candidate for
+    every anchor. Selection uses the similarity without gradient; the gathered similarities keep the gradient
+    of anchors and keys.
     """
     similarity = anchors @ keys.T
-    invalid = (key_labels[None, :] < 0) | (key_labels[None, :] == labels[:, None])
+    known = labels[:, None] != UNLABELLED
+    invalid = (key_labels[None, :] == EMPTY) | (known & (key_labels[None, :] == labels[:, None]))
     top = similarity.detach().masked_fill(invalid, float("-inf")).topk(min(k, keys.shape[0]), dim=1)
     return similarity.gather(1, top.indices), torch.isfinite(top.values), top.indices
 

@@ -11,7 +11,6 @@ from kdbench_plugins.distillers.ccl import CCL, label_contrast, same_label_mask,
 
 from .conftest import ABS64, REL64, assert_gradients_flow, make_pair, one_step, total
 
-
 DISTILL_TERMS = ("ce_composition", "contrast_student_composition", "contrast_student_teacher",
                  "contrast_composition_teacher", "sym_kl")
 
@@ -240,3 +239,24 @@ def test_an_unscored_sample_is_its_own_only_positive():
     expected = torch.eye(5, dtype=torch.bool)
     expected[0, 2] = expected[2, 0] = True
     assert torch.equal(mask, expected)
+
+
+def test_a_pair_with_an_unscored_sample_is_neither_positive_nor_negative():
+    """Moving an unscored candidate changes only the softmax of the positive term, never a negative term: the
+    loss equals the formula with the negatives restricted to scored pairs of different labels."""
+    from kdbench.contracts import UNLABELLED
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(5, 4, generator=gen, dtype=torch.float64), torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    label = torch.tensor([0, UNLABELLED, 1, 0, UNLABELLED])
+    log_p = torch.log_softmax(F.normalize(x, dim=1) @ F.normalize(y, dim=1).T / 0.5, dim=1)
+    known = [0, 2, 3]
+    total = 0.0
+    for i in range(5):
+        pos = [j for j in range(5) if j == i or (i in known and j in known and label[i] == label[j])]
+        neg = [j for j in range(5) if i in known and j in known and label[i] != label[j]]
+        term = -sum(log_p[i, j] for j in pos) / len(pos)
+        if neg:
+            term = term - sum(torch.log(1 - log_p[i, j].exp()) for j in neg) / len(neg)
+        total = total + term
+    assert label_contrast(x, y, label, 0.5).item() == pytest.approx((total / 5).item(), rel=1e-12)

@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.contracts import Batch, ModelOutput
+from kdbench_plugins.distillers.sacd import SACD, jensen_shannon
 from kdbench_plugins.distillers.sacd_graph import graph_margin_loss
 from kdbench_plugins.distillers.sacd_memory import MemoryBank, hardest_negatives, hinge
-from kdbench_plugins.distillers.sacd import SACD, jensen_shannon
 
 from .conftest import ABS64, REL64, assert_gradients_flow, make_pair
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
@@ -293,3 +292,16 @@ def test_jsd_is_symmetric_zero_on_equal_inputs_and_at_most_ln2():
     m = (pp + qq) / 2
     manual = 0.5 * ((pp * (pp / m).log()).sum(1) + (qq * (qq / m).log()).sum(1))
     assert torch.allclose(jensen_shannon(p, q), manual.mean(), rtol=REL64, atol=ABS64)
+
+
+def test_unscored_keys_and_anchors_have_no_known_class():
+    """An unscored key is a negative for every anchor; an unscored anchor takes any filled slot; empty slots never."""
+    from kdbench.contracts import UNLABELLED
+
+    keys = torch.eye(6, dtype=torch.float64)
+    key_labels = torch.tensor([0, 1, UNLABELLED, 0, UNLABELLED, -1])   # the last slot is empty
+    anchors = torch.ones(2, 6, dtype=torch.float64)
+    _, valid, slot = hardest_negatives(anchors, torch.tensor([0, UNLABELLED]), keys, key_labels, 6)
+    chosen = [set(slot[i][valid[i]].tolist()) for i in range(2)]
+    assert chosen[0] == {1, 2, 4}              # class 0's anchor: the other class and the unscored keys
+    assert chosen[1] == {0, 1, 2, 3, 4}        # the unscored anchor: every filled slot
