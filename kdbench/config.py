@@ -116,6 +116,10 @@ class RunConfig(Strict):
         "none", description="a negative control of the teacher's knowledge: 'shuffled' permutes the frozen "
                             "teacher's outputs across the training samples once (same statistics, no per-sample "
                             "knowledge); 'random' uses an untrained teacher of the same architecture")
+    direction: Literal["forward", "reverse"] = Field(
+        "forward", description="'reverse' swaps the roles of the dataset's two modalities: the student's input "
+                               "goes to the teacher and the teacher's to the student (reverse distillation, "
+                               "SACD Table IV E-G); the default teacher and student swap too")
     tracking: TrackingConfig = TrackingConfig()
     output_dir: str = Field("kdbench-runs", description="checkpoints go to <output_dir>/<config_hash>/")
 
@@ -154,6 +158,8 @@ def config_hash(config: RunConfig) -> str:
                 payload[section][key] = Path(payload[section][key]).name
     if config.teacher_control != "none":  # only then: the hashes of every run without a control stay as they were
         payload["teacher_control"] = config.teacher_control
+    if config.direction != "forward":     # likewise
+        payload["direction"] = config.direction
     checkpoint = payload["teacher"].get("checkpoint")
     if checkpoint and not checkpoint.startswith("runs:/"):
         payload["teacher"]["checkpoint"] = Path(checkpoint).name
@@ -292,8 +298,15 @@ def resolve(layers: list[dict[str, Any]], plugins, sections: tuple[str, ...] = R
     if not dataset_name:
         raise ConfigError("no dataset chosen: pass --dataset NAME (`kdbench list datasets`)")
     dataset = plugins["datasets"].get(dataset_name).cls
-    defaults = merge(dataset.run_defaults, {"teacher": {"name": dataset.default_teacher},
-                                            "student": {"name": dataset.default_student}})
+    teacher, student = dataset.default_teacher, dataset.default_student
+    if merge(dataset.run_defaults, user).get("direction") == "reverse":
+        modalities = tuple(dataset.modalities)
+        if len(modalities) != 2 or modalities[0] == modalities[1]:
+            which = f"one modality ({modalities[0]})" if modalities else "no declared modalities"
+            raise ConfigError(f"direction = reverse swaps a dataset's two modalities, but dataset {dataset_name!r} has "
+                              f"{which}; use a dataset with two (e.g. synthetic, s3ve) or direction = forward")
+        teacher, student = student, teacher
+    defaults = merge(dataset.run_defaults, {"teacher": {"name": teacher}, "student": {"name": student}})
     config = validate(RunConfig, merge(defaults, user))
     resolved = config.model_dump()
     validated = {}

@@ -104,6 +104,12 @@ class Dataset:
     #: the teacher's input for a sample is always the same (no random augmentation), so a frozen
     #: teacher's outputs may be computed once and cached; set False for augmented teacher inputs.
     fixed_teacher_inputs: ClassVar[bool] = True
+    #: the same for the student's input: if True, a reversed run (``direction = "reverse"``, the student's
+    #: modality teaching) may store its teacher's outputs; False (the safe default) runs that teacher every step.
+    fixed_student_inputs: ClassVar[bool] = False
+    #: the modality of the teacher's and of the student's input, e.g. ("eeg", "video"); a reversed run needs
+    #: two different ones (an EEG-to-EEG dataset has nothing to reverse)
+    modalities: ClassVar[tuple[str, str] | tuple[()]] = ()
     #: the classes in label order, when they are known without reading the data (leaderboards name their
     #: per-class columns by them before any run has finished); empty when the data decides them
     class_names: ClassVar[tuple[str, ...]] = ()

@@ -105,6 +105,8 @@ def student_tags(p: Prepared, store: str | None) -> dict[str, str]:
         tags["kdbench.teacher_run_elsewhere"] = f"{p.source.run_id} in {p.source.store or 'an unknown store'}"
     if config.teacher_control != "none":
         tags["kdbench.teacher_control"] = config.teacher_control
+    if config.direction != "forward":
+        tags["kdbench.direction"] = config.direction
     if gpus := os.environ.get("CUDA_VISIBLE_DEVICES"):  # a sweep's worker slot, or the user's own choice
         tags["kdbench.cuda_visible_devices"] = gpus
     if commit := source_commit():

@@ -18,6 +18,7 @@ from ..config import RunConfig, config_hash
 from ..contracts import Dataset, Distiller, Model
 from ..data.guard import require_usable
 from ..data.report import Problem
+from ..data.reverse import ReversedModalities
 from ..errors import KdbenchError
 from ..paths import cache_dir
 from ..plugins import Plugins
@@ -101,13 +102,15 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     loop.reseed(config.seed)
     dataset = build_dataset(config, plugins)
     skipped = require_usable(dataset, skip_bad=config.skip_bad, progress=progress, echo=echo)
+    if config.direction == "reverse":
+        dataset = ReversedModalities(dataset)
     info = dataset.info
     train, test = dataset.split("train"), dataset.split("test")
     teacher = build_model("teacher", config, plugins, info).to(device)
     loop.reseed(config.seed)
     student = build_model("student", config, plugins, info).to(device)
     trains_teacher = plugins["distillers"].get(config.distiller.name).cls.trains_teacher
-    store = config.teacher_cache and not trains_teacher and type(dataset).fixed_teacher_inputs
+    store = config.teacher_cache and not trains_teacher and dataset.fixed_teacher_inputs
 
     source = decide_source(config, dataset)
     stored: dict[str, teacher_outputs.TeacherOutputs] = {}

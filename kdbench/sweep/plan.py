@@ -124,7 +124,7 @@ def mark_done(planned: list[PlannedCell], *, close_stale: bool = False) -> list[
 
 
 #: the parts of a config that decide its teacher's weights and stored outputs
-TEACHER_PARTS = ("dataset", "teacher", "teacher_training", "seed", "skip_bad")
+TEACHER_PARTS = ("dataset", "teacher", "teacher_training", "seed", "skip_bad", "direction")
 
 
 def teacher_key(config: RunConfig) -> str:

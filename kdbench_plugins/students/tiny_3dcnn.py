@@ -45,3 +45,9 @@ class Tiny3DCNN(ThreeStageNet):
 @hookimpl
 def register_students(register):
     register(Tiny3DCNN)
+
+
+@hookimpl
+def register_teachers(register):
+    """Also a teacher: the video model teaches the EEG one in a reversed run (``direction = "reverse"``)."""
+    register(Tiny3DCNN)

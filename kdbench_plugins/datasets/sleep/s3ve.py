@@ -84,6 +84,7 @@ class S3VE(SleepDataset):
     Options = S3VEOptions
     default_teacher = "attnsleep"
     default_student = "r3d18"
+    modalities = ("eeg", "video")
     #: the global defaults already are SACD's recipe (SGD lr 1e-3, wd 5e-4, batch 16, 80 epochs; teacher 58).
     run_defaults: ClassVar[dict] = {}
     SynthOptions = S3VESynthOptions

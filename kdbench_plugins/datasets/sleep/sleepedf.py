@@ -52,6 +52,7 @@ class SleepEDF(SleepDataset):
     Options = SleepEDFOptions
     default_teacher = "attnsleep"
     default_student = "tiny-eeg"
+    modalities = ("eeg", "eeg")
     #: the global defaults (teacher: Adam lr 1e-3, wd 1e-3, batch 128 as AttnSleep) stand; nothing differs.
     run_defaults: ClassVar[dict] = {}
     SynthOptions = SleepEDFSynthOptions

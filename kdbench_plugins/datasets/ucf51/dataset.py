@@ -106,6 +106,7 @@ class UCF51(FileDataset):
     Options = UCF51Options
     default_teacher = "precomputed"
     default_student = "r3d18"
+    modalities = ("audio", "video")
     splits = ("train", "test")
     #: CCL's released UCF51 recipe (yanbeic/CCL scripts/run_ccl_audio.sh + opts.py): SGD lr 1e-3, momentum
     #: 0.9, weight decay 5e-4, batch 16, 300 epochs, lr x0.1 at epochs 150 and 225. The teacher recipe is

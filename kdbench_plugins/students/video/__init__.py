@@ -21,3 +21,10 @@ __all__ = ["STUDENTS", "HaraR2Plus1D18", "HaraR3D18", "R2Plus1D18", "R3D18"]
 def register_students(register):
     for cls in STUDENTS:
         register(cls)
+
+
+@hookimpl
+def register_teachers(register):
+    """Also teachers: the video model teaches the EEG one in a reversed run (``direction = "reverse"``)."""
+    for cls in STUDENTS:
+        register(cls)

@@ -19,3 +19,11 @@ def register_teachers(register):
     register(DeepSleepNetTeacher)
     register(SENTeacher)
     register(MC2SleepNetTeacher)
+
+
+@hookimpl
+def register_students(register):
+    """Also students, for reversed runs (``direction = "reverse"``: the video model teaches the EEG one). SEN and
+    MC2SleepNet are not: their own training losses (domain-adversarial, contrastive) are not a student's."""
+    register(AttnSleepTeacher)
+    register(DeepSleepNetTeacher)

@@ -48,10 +48,11 @@ def test_hooks_register_the_three_classes_tiny_eeg_also_as_a_student():
 
     found = {}
     for module, hook in ((plugin, "register_datasets"), (eeg_plugin, "register_teachers"),
-                         (eeg_plugin, "register_students"), (cnn_plugin, "register_students")):
+                         (eeg_plugin, "register_students"), (cnn_plugin, "register_students"),
+                         (cnn_plugin, "register_teachers")):
         getattr(module, hook)(found.setdefault(hook, []).append)
-    assert found == {"register_datasets": [SyntheticSleep], "register_teachers": [TinyEEGNet],
-                     "register_students": [TinyEEGNet, Tiny3DCNN]}
+    assert found == {"register_datasets": [SyntheticSleep], "register_teachers": [TinyEEGNet, Tiny3DCNN],
+                     "register_students": [TinyEEGNet, Tiny3DCNN]}   # tiny-3dcnn teaches in reversed runs
     assert SyntheticSleep.name == "synthetic"
     assert (SyntheticSleep.default_teacher, SyntheticSleep.default_student) == (TinyEEGNet.name, Tiny3DCNN.name)
 
