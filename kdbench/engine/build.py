@@ -30,7 +30,12 @@ def build_dataset(config: RunConfig, plugins: Plugins) -> Dataset:
 
 
 def build_model(section: str, config: RunConfig, plugins: Plugins, info: DatasetInfo) -> Model:
-    return build(section, config, plugins, info)
+    """The teacher or the student, built on the shape of the input it will read, whichever field of ``info`` its
+    class reads it from: a video model reads ``student_input_shape``, an EEG model ``teacher_input_shape``, and
+    either may sit in the other role (a reversed run, ``direction = "reverse"``)."""
+    shape = info.teacher_input_shape if section == "teacher" else info.student_input_shape
+    own = DatasetInfo(class_names=info.class_names, teacher_input_shape=shape, student_input_shape=shape)
+    return build(section, config, plugins, own)
 
 
 def feature_spec(model: Model, sample_input: torch.Tensor, what: str) -> FeatureSpec:

@@ -59,3 +59,24 @@ def test_a_dataset_with_one_modality_is_refused_in_one_line(cli):
     assert out.code != 0
     assert "direction = reverse" in out.err and "sleepedf" in out.err and "one modality (eeg)" in out.err
     assert "Traceback" not in out.err and len(out.err.strip().splitlines()) == 1
+
+
+def test_each_network_is_built_on_the_shape_of_the_input_it_reads():
+    """A video model reads `student_input_shape`; as the teacher of a reversed run it must still get the clip's
+    shape (the EEG's would build a wrong network, or none)."""
+    from kdbench.contracts import DatasetInfo
+    from kdbench.engine.build import build_model
+
+    info = DatasetInfo(class_names=("a", "b"), teacher_input_shape=(3, 4, 32, 32), student_input_shape=(1, 3000))
+    run = config_for_reverse_r3d18()
+    teacher = build_model("teacher", run, plugins(), info)
+    assert teacher.in_channels == 3
+    out = teacher(torch.zeros(2, 3, 4, 32, 32))
+    assert out.logits.shape == (2, 2)
+
+
+def config_for_reverse_r3d18():
+    from kdbench.config import resolve
+
+    return resolve([{"dataset": {"name": "synthetic"}, "direction": "reverse", "teacher": {"name": "r3d18"},
+                     "distiller": {"name": "baseline"}}], plugins())
