@@ -18,7 +18,7 @@ from ..config import RunConfig, config_hash
 from ..contracts import Dataset, Distiller, Model
 from ..data.guard import require_usable
 from ..data.report import Problem
-from ..data.reverse import ReversedModalities
+from ..data.reverse import SWAP, ReversedModalities
 from ..errors import KdbenchError
 from ..paths import cache_dir
 from ..plugins import Plugins
@@ -203,6 +203,10 @@ def prepare_teacher(config: RunConfig, plugins: Plugins, *, progress: bool = Tru
     device = loop.resolve_device(config.device)
     loop.reseed(config.seed)
     dataset = build_dataset(config, plugins)
-    require_usable(dataset, skip_bad=config.skip_bad, fields=TEACHER_FIELDS, progress=progress, echo=echo)
+    reverse = config.direction == "reverse"   # the student's modality teaches: check, train and cache that network
+    fields = tuple(SWAP[f] for f in TEACHER_FIELDS) if reverse else TEACHER_FIELDS
+    require_usable(dataset, skip_bad=config.skip_bad, fields=fields, progress=progress, echo=echo)
+    if reverse:
+        dataset = ReversedModalities(dataset)
     teacher = build_model("teacher", config, plugins, dataset.info).to(device)
     return PreparedTeacher(config, dataset, teacher, teacher_training(config, dataset, teacher, device, echo))

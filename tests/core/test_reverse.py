@@ -80,3 +80,16 @@ def config_for_reverse_r3d18():
 
     return resolve([{"dataset": {"name": "synthetic"}, "direction": "reverse", "teacher": {"name": "r3d18"},
                      "distiller": {"name": "baseline"}}], plugins())
+
+
+def test_teacher_train_in_reverse_trains_and_caches_the_video_network(workdir, cli):
+    """`kdbench teacher train --set direction=reverse` trains the student-modality network as a teacher, cached
+    under the reversed data's fingerprint, where a reversed run then finds it."""
+    common = ("--dataset", "synthetic", "--set", "dataset.train_size=60", "--set", "dataset.test_size=30",
+              "--set", "direction=reverse", "--no-progress")
+    trained = cli("teacher", "train", *common, "--epochs", "1")
+    assert trained.code == 0, trained.err
+    assert "tiny-3dcnn" in trained.out + trained.err
+    run = cli("run", *common, "--distiller", "kd", "--epochs", "1", "--set", "teacher_training.epochs=1")
+    assert run.code == 0, run.err
+    assert "teacher: reusing" in run.out + run.err
