@@ -202,6 +202,18 @@ class Model(nn.Module):
         super().__init__()
         self.options = options
 
+    #: True for a student that reads both modalities, ``forward(student_input, teacher_input)`` (late fusion,
+    #: SACD Table IV A-D). The engine builds it around two trained networks, handed over by :meth:`adopt`.
+    reads_both: ClassVar[bool] = False
+    #: ``reads_both`` models: the registered name of the student-modality network to adopt ("" = the dataset's
+    #: default student); its trained weights are those a reversed run of the dataset caches for its teacher
+    partner: str = ""
+
+    def adopt(self, teacher: Model, partner: Model) -> None:
+        """``reads_both`` models only, called once before training: take ``teacher`` (the run's trained teacher,
+        reading the teacher's modality) and ``partner`` (a trained network of the student's modality)."""
+        raise NotImplementedError(f"{type(self).__name__} reads one modality and adopts nothing")
+
     def training_losses(self, output: ModelOutput, batch: Batch) -> dict[str, Tensor]:
         """Weighted terms this network adds to its own cross-entropy when it is trained as a teacher (e.g. an
         alignment or a domain-adversarial loss); ``output`` is this batch's forward. Default: none."""

@@ -5,6 +5,7 @@ A run is :func:`prepare`\\ d (everything decided and refusable refused, nothing 
 """
 
 from .fit import RunResult, fit, fit_teacher_only, fit_teacher_stage
-from .plan import Prepared, PreparedTeacher, prepare, prepare_teacher
+from .plan import Prepared, PreparedTeacher, TeacherStage, prepare, prepare_teacher, prepare_teacher_stage
 
-__all__ = ["Prepared", "PreparedTeacher", "RunResult", "fit", "fit_teacher_only", "fit_teacher_stage", "prepare", "prepare_teacher"]
+__all__ = ["Prepared", "PreparedTeacher", "RunResult", "TeacherStage", "fit", "fit_teacher_only", "fit_teacher_stage",
+           "prepare", "prepare_teacher", "prepare_teacher_stage"]

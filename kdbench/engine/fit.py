@@ -28,7 +28,7 @@ from ..tracking import (
 )
 from . import loop, teacher_outputs
 from .checkpoint import save_atomic
-from .plan import Prepared, PreparedTeacher, outputs_keys, outputs_root
+from .plan import Prepared, PreparedTeacher, TeacherStage, outputs_keys, outputs_root
 from .teacher import TEACHER_FIELDS, TeacherSource, fit_teacher
 
 
@@ -54,7 +54,7 @@ def fit(p: Prepared, *, tracker: Tracker | None = None, progress: bool = True, e
     return fit_student(p, tracker, progress=progress, echo=echo)
 
 
-def fit_teacher_stage(p: Prepared, tracker: Tracker, *, progress: bool = True, echo=print) -> None:
+def fit_teacher_stage(p: Prepared | TeacherStage, tracker: Tracker, *, progress: bool = True, echo=print) -> None:
     """Everything a run needs of its teacher before the student's first epoch: its training (source "train")
     and its stored outputs. A sweep runs this once per distinct teacher before fanning cells out, so cells
     that share a frozen teacher neither train it nor compute its outputs in parallel."""

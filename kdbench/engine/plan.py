@@ -9,6 +9,7 @@ process (a sweep cell, a DDP rank) receives a config, prepares and fits.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,8 +94,58 @@ def previous_run(path: Path, uri: str, *, resume: bool) -> tuple[str | None, dic
     return run_id, state if resume else None
 
 
-def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progress: bool = True,
-            echo=print) -> Prepared:
+def adopt_encoders(config: RunConfig, plugins: Plugins, stage: TeacherStage, student: Model) -> None:
+    """Hand a late-fusion student (``reads_both``) its two trained networks: a copy of the run's teacher (the
+    teacher's modality) and the network a reversed run of this dataset trains and caches as its teacher (the
+    student's modality). Both must exist already; refused in one line otherwise, before any run starts."""
+    name = config.student.name
+    if config.direction == "reverse":
+        raise KdbenchError(f"student {name!r} reads both modalities; run it with direction = forward")
+    if stage.source.kind == "train":
+        raise KdbenchError(f"student {name!r} is built around the trained teacher {config.teacher.name!r}, which is "
+                           f"not trained yet: `kdbench teacher train --dataset {config.dataset.name} --teacher "
+                           f"{config.teacher.name} --seed {config.seed}` first, or run it in a sweep (its "
+                           f"shared-teacher phase trains it)")
+    partner_name = student.partner or plugins["datasets"].get(config.dataset.name).cls.default_student
+    blob = config.model_dump(mode="json")
+    defaults = plugins["teachers"].get(partner_name).validate({}).model_dump(mode="json")   # as resolve writes them
+    blob.update(direction="reverse", teacher={"name": partner_name, **defaults})
+    sub = RunConfig.model_validate(blob)
+    view = ReversedModalities(stage.dataset)
+    partner = build_model("teacher", sub, plugins, view.info).to(stage.device)
+    found = decide_source(sub, view)
+    if found.kind != "cache":
+        raise KdbenchError(f"student {name!r} is built around a trained {partner_name!r} on the student's "
+                           f"modality, which is not cached yet: `kdbench teacher train --dataset "
+                           f"{config.dataset.name} --teacher {partner_name} --seed {config.seed} --set "
+                           f"direction=reverse` (with this run's teacher_training) first, or run the table's "
+                           f"reversed rows, which train it")
+    load_weights(partner, found, tracking_uri(config.tracking.uri))
+    student.adopt(copy.deepcopy(stage.teacher), partner)
+    student.to(stage.device)
+
+
+@dataclass
+class TeacherStage:
+    """What a run needs of its teacher before the student exists: the data, the teacher (loaded if trained),
+    where its weights come from, its training if it still needs one, and its stored outputs found so far. A
+    sweep's shared-teacher job prepares only this; :func:`prepare` builds the student side on top of it."""
+
+    config: RunConfig
+    device: torch.device
+    amp: bool
+    dataset: Dataset
+    skipped: list[Problem]
+    teacher: Model
+    source: TeacherSource
+    teacher_fit: loop.Training | None
+    trains_teacher: bool
+    store: bool
+    stored: dict[str, teacher_outputs.TeacherOutputs]
+
+
+def prepare_teacher_stage(config: RunConfig, plugins: Plugins, *, progress: bool = True,
+                          echo=print) -> TeacherStage:
     check_store(tracking_uri(config.tracking.uri))
     device = loop.resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
@@ -104,11 +155,7 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     skipped = require_usable(dataset, skip_bad=config.skip_bad, progress=progress, echo=echo)
     if config.direction == "reverse":
         dataset = ReversedModalities(dataset)
-    info = dataset.info
-    train, test = dataset.split("train"), dataset.split("test")
-    teacher = build_model("teacher", config, plugins, info).to(device)
-    loop.reseed(config.seed)
-    student = build_model("student", config, plugins, info).to(device)
+    teacher = build_model("teacher", config, plugins, dataset.info).to(device)
     trains_teacher = plugins["distillers"].get(config.distiller.name).cls.trains_teacher
     store = config.teacher_cache and not trains_teacher and dataset.fixed_teacher_inputs
 
@@ -127,14 +174,30 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
             for split, key in outputs_keys(config, dataset, teacher).items():
                 if found := teacher_outputs.find(outputs_root(), key):
                     stored[split] = found
-    spec = stored["train"].spec if "train" in stored else None
-    distiller = build_distiller(config, plugins, student, teacher, train, device, teacher_spec=spec)
     if source.kind == "train" or store:  # the teacher's weights, its checkpoints or its outputs go to the cache
         check_writable(cache_dir(), 2 * 3 * state_bytes(teacher) + 2**20, "cache folder",
                        "set KDBENCH_CACHE_DIR to a writable folder with room")
+    # (no global random draws from here on: the student's initialisation below starts from a fresh reseed)
     teacher_fit = teacher_training(config, dataset, teacher, device, echo) if source.kind == "train" else None
     if not trains_teacher and teacher_fit is None:
         teacher.requires_grad_(False)
+    return TeacherStage(config, device, amp, dataset, skipped, teacher, source, teacher_fit, trains_teacher, store,
+                        stored)
+
+
+def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progress: bool = True,
+            echo=print) -> Prepared:
+    stage = prepare_teacher_stage(config, plugins, progress=progress, echo=echo)
+    device, amp, dataset, teacher = stage.device, stage.amp, stage.dataset, stage.teacher
+    trains_teacher, stored, source = stage.trains_teacher, stage.stored, stage.source
+    info = dataset.info
+    train, test = dataset.split("train"), dataset.split("test")
+    loop.reseed(config.seed)
+    student = build_model("student", config, plugins, info).to(device)
+    if type(student).reads_both:
+        adopt_encoders(config, plugins, stage, student)
+    spec = stored["train"].spec if "train" in stored else None
+    distiller = build_distiller(config, plugins, student, teacher, train, device, teacher_spec=spec)
 
     # the shuffled control: sample i gets the stored outputs of sample shuffle[i], one permutation for the run
     shuffle = (torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
@@ -149,9 +212,14 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
         with torch.no_grad():
             return teacher(batch.teacher_input).detach()
 
+    def student_forward(batch):
+        if type(student).reads_both:   # a late-fusion student reads both modalities
+            return student(batch.student_input, batch.teacher_input)
+        return student(batch.student_input)
+
     def loss_fn(batch):
         with loop.autocast(device, amp):  # the networks in mixed precision, the distiller in float32
-            student_out, teacher_out = student(batch.student_input), teacher_forward(batch)
+            student_out, teacher_out = student_forward(batch), teacher_forward(batch)
         return distiller(student_out.float(), teacher_out.float(), batch)
 
     def on_epoch_start(epoch: int) -> None:
@@ -161,7 +229,7 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
 
     modules = [student, distiller] + ([teacher] if trains_teacher else [])
     training = loop.training(
-        modules, loss_fn, lambda b: student(b.student_input), [student], train_split=train, test_split=test,
+        modules, loss_fn, student_forward, [student], train_split=train, test_split=test,
         class_names=info.class_names, optimizer=config.optimizer, schedule=config.schedule, epochs=config.epochs,
         batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers, device=device, amp=amp,
         on_epoch_start=on_epoch_start, distributed=True)  # shared out over DDP ranks, if any
@@ -183,8 +251,8 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     elif path.exists():
         echo(f"note: overwriting the checkpoint at {path} (pass --resume to continue it instead)")
     return Prepared(config=config, digest=config_hash(config), device=device, amp=amp, dataset=dataset,
-                    skipped=skipped, teacher=teacher, student=student, distiller=distiller, source=source,
-                    teacher_fit=teacher_fit, trains_teacher=trains_teacher, store=store, stored=stored,
+                    skipped=stage.skipped, teacher=teacher, student=student, distiller=distiller, source=source,
+                    teacher_fit=stage.teacher_fit, trains_teacher=trains_teacher, store=stage.store, stored=stored,
                     training=training, checkpoint=path, replaced_run=replaced)
 
 

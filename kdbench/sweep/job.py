@@ -43,12 +43,12 @@ def _run(job: dict[str, Any], *, echo, progress: bool) -> dict[str, Any]:
     nproc = int(job.get("nproc") or 1)
     if job["kind"] == "cell" and nproc > 1:
         return _run_distributed(job, nproc, echo)
-    from ..engine import fit, fit_teacher_stage, prepare
+    from ..engine import fit, fit_teacher_stage, prepare, prepare_teacher_stage
     from ..engine.fit import default_tracker
 
     config = resolve([job["config"]], plugins())
     if job["kind"] == "teacher":
-        prepared = prepare(config, plugins(), resume=False, progress=progress, echo=echo)
+        prepared = prepare_teacher_stage(config, plugins(), progress=progress, echo=echo)   # no student needed
         fit_teacher_stage(prepared, default_tracker(config), progress=progress, echo=echo)
         return {"status": "done", "teacher": f"{prepared.source.kind}:{prepared.source.location}"}
     prepared = prepare(config, plugins(), resume=True, progress=progress, echo=echo)
