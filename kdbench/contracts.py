@@ -209,6 +209,15 @@ class Model(nn.Module):
     #: default student); its trained weights are those a reversed run of the dataset caches for its teacher
     partner: str = ""
 
+    #: True for a student that is a trained network of its own modality, adopted (``pretrained``: SACD Table IV E,
+    #: the EEG student's encoder frozen); the network's name is ``partner``, default the dataset's network for it
+    adopts_own: ClassVar[bool] = False
+
+    def adopt_own(self, network: Model) -> None:
+        """``adopts_own`` models only, called once before training: take the trained network of the student's
+        modality (cached by runs of the dataset in the other direction, as their teacher)."""
+        raise NotImplementedError(f"{type(self).__name__} adopts nothing")
+
     def adopt(self, teacher: Model, partner: Model) -> None:
         """``reads_both`` models only, called once before training: take ``teacher`` (the run's trained teacher,
         reading the teacher's modality) and ``partner`` (a trained network of the student's modality)."""

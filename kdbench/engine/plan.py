@@ -94,34 +94,47 @@ def previous_run(path: Path, uri: str, *, resume: bool) -> tuple[str | None, dic
     return run_id, state if resume else None
 
 
-def adopt_encoders(config: RunConfig, plugins: Plugins, stage: TeacherStage, student: Model) -> None:
-    """Hand a late-fusion student (``reads_both``) its two trained networks: a copy of the run's teacher (the
-    teacher's modality) and the network a reversed run of this dataset trains and caches as its teacher (the
-    student's modality). Both must exist already; refused in one line otherwise, before any run starts."""
-    name = config.student.name
-    if config.direction == "reverse":
-        raise KdbenchError(f"student {name!r} reads both modalities; run it with direction = forward")
-    if stage.source.kind == "train":
-        raise KdbenchError(f"student {name!r} is built around the trained teacher {config.teacher.name!r}, which is "
-                           f"not trained yet: `kdbench teacher train --dataset {config.dataset.name} --teacher "
-                           f"{config.teacher.name} --seed {config.seed}` first, or run it in a sweep (its "
-                           f"shared-teacher phase trains it)")
-    partner_name = student.partner or plugins["datasets"].get(config.dataset.name).cls.default_student
+def trained_other_way(config: RunConfig, plugins: Plugins, stage: TeacherStage, name: str, who: str) -> Model:
+    """The network ``name`` as runs of this dataset in the *other* direction train and cache it as their teacher
+    (same seed and ``teacher_training``): the trained network of this run's student modality. Looked up, never
+    trained here: refused in one line, with the command that makes it, if it is not cached."""
+    other = "forward" if config.direction == "reverse" else "reverse"
     blob = config.model_dump(mode="json")
-    defaults = plugins["teachers"].get(partner_name).validate({}).model_dump(mode="json")   # as resolve writes them
-    blob.update(direction="reverse", teacher={"name": partner_name, **defaults})
+    defaults = plugins["teachers"].get(name).validate({}).model_dump(mode="json")   # as resolve writes them
+    blob.update(direction=other, teacher={"name": name, **defaults})
     sub = RunConfig.model_validate(blob)
-    view = ReversedModalities(stage.dataset)
-    partner = build_model("teacher", sub, plugins, view.info).to(stage.device)
+    view = stage.dataset.base if config.direction == "reverse" else ReversedModalities(stage.dataset)
+    network = build_model("teacher", sub, plugins, view.info).to(stage.device)
     found = decide_source(sub, view)
     if found.kind != "cache":
-        raise KdbenchError(f"student {name!r} is built around a trained {partner_name!r} on the student's "
-                           f"modality, which is not cached yet: `kdbench teacher train --dataset "
-                           f"{config.dataset.name} --teacher {partner_name} --seed {config.seed} --set "
-                           f"direction=reverse` (with this run's teacher_training) first, or run the table's "
-                           f"reversed rows, which train it")
-    load_weights(partner, found, tracking_uri(config.tracking.uri))
-    student.adopt(copy.deepcopy(stage.teacher), partner)
+        flag = " --set direction=reverse" if other == "reverse" else ""
+        raise KdbenchError(f"{who} needs a trained {name!r} on the student's modality, which is not cached yet: "
+                           f"`kdbench teacher train --dataset {config.dataset.name} --teacher {name} --seed "
+                           f"{config.seed}{flag}` (with this run's teacher_training) first, or run the rows of the "
+                           f"table that train it")
+    load_weights(network, found, tracking_uri(config.tracking.uri))
+    return network
+
+
+def adopt_networks(config: RunConfig, plugins: Plugins, stage: TeacherStage, student: Model) -> None:
+    """Hand a student built around trained networks what it needs, before its optimiser exists: a late-fusion
+    student (``reads_both``) a copy of the run's trained teacher and the trained network of its own modality;
+    a ``pretrained`` student (``adopts_own``) the trained network of its own modality."""
+    name, dataset = config.student.name, plugins["datasets"].get(config.dataset.name).cls
+    own_default = dataset.default_teacher if config.direction == "reverse" else dataset.default_student
+    if type(student).reads_both:
+        if config.direction == "reverse":
+            raise KdbenchError(f"student {name!r} reads both modalities; run it with direction = forward")
+        if stage.source.kind == "train":
+            raise KdbenchError(f"student {name!r} is built around the trained teacher {config.teacher.name!r}, which "
+                               f"is not trained yet: `kdbench teacher train --dataset {config.dataset.name} --teacher "
+                               f"{config.teacher.name} --seed {config.seed}` first, or run it in a sweep (its "
+                               f"shared-teacher phase trains it)")
+        own = trained_other_way(config, plugins, stage, student.partner or own_default, f"student {name!r}")
+        student.adopt(copy.deepcopy(stage.teacher), own)
+    else:
+        student.adopt_own(trained_other_way(config, plugins, stage, student.partner or own_default,
+                                             f"student {name!r}"))
     student.to(stage.device)
 
 
@@ -194,8 +207,8 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
     train, test = dataset.split("train"), dataset.split("test")
     loop.reseed(config.seed)
     student = build_model("student", config, plugins, info).to(device)
-    if type(student).reads_both:
-        adopt_encoders(config, plugins, stage, student)
+    if type(student).reads_both or type(student).adopts_own:
+        adopt_networks(config, plugins, stage, student)
     spec = stored["train"].spec if "train" in stored else None
     distiller = build_distiller(config, plugins, student, teacher, train, device, teacher_spec=spec)
 

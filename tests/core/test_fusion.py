@@ -72,3 +72,18 @@ def test_a_reversed_fusion_run_is_refused(tmp_path, cache):  # noqa: F811
     with pytest.raises(KdbenchError, match="reads both modalities; run it with direction = forward"):
         train_teacher(tmp_path, "direction=reverse")
         prepare(config(tmp_path, "baseline", *FUSION, "direction=reverse"), plugins(), progress=False, echo=quiet)
+
+
+def test_pretrained_student_of_a_reversed_run_trains_its_classifier_only(tmp_path, cache):  # noqa: F811
+    """Table IV E: the EEG student is the forward runs' trained EEG teacher, its encoder frozen."""
+    sets = ("direction=reverse", "student.name=pretrained")
+    with pytest.raises(KdbenchError, match="needs a trained 'tiny-eeg' on the student's modality.*--seed 0`"):
+        prepare(config(tmp_path, "kd", *sets), plugins(), progress=False, echo=quiet)
+    train_teacher(tmp_path)                                  # the forward runs' EEG teacher
+    prepared = prepare(config(tmp_path, "kd", *sets), plugins(), progress=False, echo=quiet)
+    network = prepared.student.network
+    assert type(network).name == "tiny-eeg"
+    before = snapshot(network)
+    fit(prepared, tracker=MemoryTracker(), progress=False, echo=quiet)
+    moved = {k for k, v in snapshot(network).items() if not torch.equal(v, before[k])}
+    assert moved == {"classifier.weight", "classifier.bias"}
