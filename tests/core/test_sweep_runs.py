@@ -99,7 +99,9 @@ def test_a_sweep_killed_with_kill_9_runs_only_the_missing_cells_when_started_aga
 dataset = "synthetic"
 distiller = ["baseline", "kd"]
 seed = [0, 1, 2]
-""" + TINY_SET.replace("epochs = 2", "epochs = 6"))
+""" + TINY_SET.replace("epochs = 2", "epochs = 40"))
+    # 40 epochs (≈ 3 s a cell): a cell seen midway must still be midway when killed; at 6 (≈ 0.5 s) it could
+    # finish between the poll that saw it and the kill, leaving no run KILLED
     sweep = subprocess.Popen([sys.executable, "-m", "kdbench.cli", "sweep", "s.toml", "--max-parallel", "2"],
                              cwd=workdir.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
