@@ -63,8 +63,16 @@ class Entry:
 
     @property
     def baseline(self) -> bool:
-        """A baseline row: its distiller is ``baseline``, or its block says ``baseline = true``."""
-        return self.config.distiller.name == "baseline" or any(p.cell.baseline for p in self.cells)
+        """A baseline row: its block says ``baseline = true``, or its distiller is ``baseline`` and its block
+        names no row to compare with (``compare_to``)."""
+        if any(p.cell.baseline for p in self.cells):
+            return True
+        return self.config.distiller.name == "baseline" and self.compare_to is None
+
+    @property
+    def compare_to(self) -> str | None:
+        """The row label its block names with ``compare_to``, if any."""
+        return next((p.cell.compare_to for p in self.cells if p.cell.compare_to), None)
 
     @property
     def label(self) -> str:

@@ -66,9 +66,13 @@ def paired(ours: dict[int, float], base: dict[int, float], level: float = LEVEL)
 
 
 def baseline_of(entry: Entry, entries: list[Entry]) -> Entry | None:
-    """The entry a row is compared with: a baseline entry (distiller ``baseline``, or a block marked
-    ``baseline = true``) of the same table with the same dataset and student; among several, the one with the
-    same teacher, then the first in file order. Baseline entries themselves have none."""
+    """The entry a row is compared with: the row its block names (``compare_to``; in its own group if there is
+    one there), else a baseline entry (distiller ``baseline``, or a block marked ``baseline = true``) of the same
+    table with the same dataset and student; among several, the one with the same teacher, then the first in
+    file order. Baseline entries themselves have none."""
+    if entry.compare_to is not None:
+        named = [e for e in entries if e.row == entry.compare_to and e is not entry]
+        return ([e for e in named if e.group == entry.group] or named or [None])[0]
     if entry.baseline:
         return None
     config = entry.config

@@ -55,6 +55,8 @@ class Block(BaseModel):
     group: str | None = Field(None, description="leaderboard group label; default: by the file's `group_by`")
     row: str | None = Field(None, description="leaderboard row label; default: the distiller's label")
     baseline: bool = Field(False, description="this block's rows are the baselines other rows are compared with")
+    compare_to: str | None = Field(None, description="the row this block's rows are compared with (default: a "
+                                                     "baseline row of the same dataset and student)")
 
     @field_validator(*CHOICES)
     @classmethod
@@ -98,6 +100,7 @@ class Cell:
     seed: int
     layers: tuple[dict[str, Any], ...] = field(compare=False)
     baseline: bool = False
+    compare_to: str | None = None
 
     @property
     def entry(self) -> tuple[str, str]:
@@ -165,9 +168,14 @@ def expand(spec: SweepFile, seeds: list[int] | None = None) -> list[Cell]:
                 label(spec, chosen[spec.group_by]["name"]) if spec.group_by in chosen else "")
             for seed in block_seeds:
                 layers = (common, own, chosen, {"seed": seed})
-                cells.append(Cell(group, row, seed, layers, block.baseline))
+                cells.append(Cell(group, row, seed, layers, block.baseline, block.compare_to))
     if not cells:
         raise ConfigError("the sweep file declares no cells: add a [grid] or [[cells]] with at least a distiller")
+    rows = {cell.row for cell in cells}
+    for cell in cells:
+        if cell.compare_to is not None and cell.compare_to not in rows - {cell.row}:
+            raise ConfigError(f"row {cell.row!r} has compare_to = {cell.compare_to!r}, which is not another row of "
+                              f"the file; name one of: {', '.join(sorted(rows - {cell.row}))}")
     seen: dict[tuple, Cell] = {}
     for cell in cells:
         key = (cell.group, cell.row, cell.seed)

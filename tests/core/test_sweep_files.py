@@ -72,12 +72,29 @@ set = { "distiller.name" = "baseline", optimizer = { lr = 0.01 } }
     ("[grid]\ndistiller = []\n", "grid.distiller"),
     ("[grid]\ndistiller = 'kd'\n[[cells]]\ndistiller = 'kd'\ndataset = 'synthetic'\n", "both shown as group"),
     ("[grid\n", "is not valid TOML"),
+    ("[[cells]]\nrow = 'A'\ndistiller = 'kd'\ncompare_to = 'Nobody'\n",
+     "row 'A' has compare_to = 'Nobody', which is not another row of the file; name one of: "),
 ])
 def test_a_bad_file_is_refused_in_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as caught:
         spec.load(str(write(tmp_path, text)))
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert "s.toml" in str(caught.value)
+
+
+def test_table4_compares_fusion_and_reverse_rows_with_the_eeg_baseline():
+    """Rows whose student has no baseline of its own (late fusion, a pretrained EEG network) name the row they
+    are compared with; the two baselines stay baselines."""
+    from kdbench.leaderboard.collect import entries_of
+    from kdbench.leaderboard.stats import baseline_of
+    from kdbench.plugins import plugins
+    from kdbench.sweep.plan import resolve_cells
+
+    sweep = spec.load("table4")
+    entries = entries_of(resolve_cells(sweep, {"dataset": {"name": "synthetic"}}, plugins()))
+    against = {e.row: (base.row if (base := baseline_of(e, entries)) else None) for e in entries}
+    assert against == {"Baseline R3D": None, "Baseline AttnSleep": None, **{row: "Baseline AttnSleep" for row in "ABCDEFG"}}
+    assert [e.row for e in entries if e.baseline] == ["Baseline R3D", "Baseline AttnSleep"]
 
 
 def test_a_table_is_found_by_its_name_or_its_short_name(monkeypatch, tmp_path):
