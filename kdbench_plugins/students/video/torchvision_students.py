@@ -1,4 +1,4 @@
-"""``r3d18`` and ``r2plus1d18``: torchvision's video ResNets, built without weights.
+"""``r3d18``, ``r2plus1d18`` and ``mc3_18``: torchvision's video ResNets, built without weights.
 
 The layers are torchvision's own modules (``torchvision.models.video.r3d_18`` / ``r2plus1d_18`` with
 ``weights=None``, so nothing is ever downloaded), adopted as attributes of the student: its state dict
@@ -21,7 +21,7 @@ from .common import KINETICS_TORCHVISION, VideoResNetStudent, VideoStudentOption
 class TorchvisionOptions(VideoStudentOptions):
     pretrained: str | None = path_field(
         None, what="file", description="Local path of torchvision's Kinetics-400 state dict (r3d_18-b3b3357e.pth / "
-                          "r2plus1d_18-91a641e6.pth); its fc is dropped. None = random init. Never downloaded.")
+                          "r2plus1d_18-91a641e6.pth / mc3_18-a90a0ba3.pth); its fc is dropped. None = random init. Never downloaded.")
 
 
 class _TorchvisionStudent(VideoResNetStudent):
@@ -46,6 +46,13 @@ class R3D18(_TorchvisionStudent):
 
     name = "r3d18"
     builder = "r3d_18"
+
+
+class MC3_18(_TorchvisionStudent):
+    """MC3-18 (torchvision mc3_18: 3-D convolutions in the stem and layer1, 2-D ones after): 512-d embedding."""
+
+    name = "mc3_18"
+    builder = "mc3_18"
 
 
 class R2Plus1D18(_TorchvisionStudent):

@@ -1,4 +1,4 @@
-"""Loading a user's weight file into a student: read, unwrap, strip ``module.``, drop ``fc``, load strictly.
+"""Loading a user's weight file into a student: read, unwrap, strip ``module.``, drop the classifier, load strictly.
 
 The classifier is always the student's own (its class count is the dataset's), so the file's ``fc.*``
 entries are discarded unchecked; every other key must be present with the same shape and nothing may
@@ -42,15 +42,16 @@ def read_weight_file(path: str, what: str) -> tuple[dict[str, Tensor], str | Non
     return state, arch
 
 
-def load_pretrained(module: nn.Module, path: str, what: str) -> None:
-    """Load every non-``fc`` weight of ``path`` into ``module`` strictly, naming the first mismatch."""
+def load_pretrained(module: nn.Module, path: str, what: str, classifier: str = "fc.") -> None:
+    """Load every weight of ``path`` but the classifier's (keys starting with ``classifier``) into ``module``
+    strictly, naming the first mismatch."""
     state, arch = read_weight_file(path, what)
     own = module.state_dict()
-    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    state = {key: value for key, value in state.items() if not key.startswith(classifier)}
     for key, value in own.items():
         # The new classifier keeps its initialisation. A missing BatchNorm step counter (files saved
         # before it existed) is no weight and is only read when momentum is None, so it is tolerated.
-        if key.startswith("fc.") or (key.endswith(".num_batches_tracked") and key not in state):
+        if key.startswith(classifier) or (key.endswith(".num_batches_tracked") and key not in state):
             state[key] = value
     where = f"{what}: weight file {path!r}" + (f" (arch {arch!r})" if arch else "")
     load_state_strict(module, state, where)

@@ -1,4 +1,6 @@
-"""The four video students: outputs, sizes against torchvision and methods.md, weight files, channels.
+"""The video ResNet students: outputs, sizes against torchvision and methods.md, weight files, channels.
+
+(torchvision's other video models, ``zoo``, are tested in test_zoo_students.py.)
 
 The Hara key fixtures (tests/fixtures/checkpoint_keys/hara_*.json) were transcribed from methods.md §4
 by a script stored inside them, not derived from this package's code, so comparing the students'
@@ -20,13 +22,14 @@ import torch
 
 from kdbench.contracts import DatasetInfo
 from kdbench.errors import KdbenchError
-from kdbench_plugins.students.video import STUDENTS, HaraR2Plus1D18, HaraR3D18, R2Plus1D18, R3D18
+from kdbench_plugins.students.video import MC3_18, R3D18, STUDENTS, HaraR2Plus1D18, HaraR3D18, R2Plus1D18
 from kdbench_plugins.students.video.common import KINETICS_HARA, KINETICS_TORCHVISION
 from kdbench_plugins.students.video.hara import mid_width
 from kdbench_plugins.students.video.weights import load_pretrained
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoint_keys"
-BY_NAME = {cls.name: cls for cls in STUDENTS}
+RESNETS = (R3D18, R2Plus1D18, HaraR3D18, HaraR2Plus1D18, MC3_18)
+BY_NAME = {cls.name: cls for cls in RESNETS}
 
 
 def info(num_classes: int = 5, shape: tuple[int, ...] = (1, 4, 32, 32)) -> DatasetInfo:
@@ -82,7 +85,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 @pytest.fixture(scope="module")
 def gray_students():
     """One student of each kind built for a 1-channel, 5-class dataset."""
-    return {cls.name: build(cls) for cls in STUDENTS}
+    return {cls.name: build(cls) for cls in RESNETS}
 
 
 # --------------------------------------------------------------------------- registration and outputs
@@ -194,7 +197,7 @@ def test_dropout_option_acts_on_the_classifier_input_only():
 # --------------------------------------------------------------------------- sizes and key names
 
 
-@pytest.mark.parametrize("name, builder", [("r3d18", "r3d_18"), ("r2plus1d18", "r2plus1d_18")])
+@pytest.mark.parametrize("name, builder", [("r3d18", "r3d_18"), ("r2plus1d18", "r2plus1d_18"), ("mc3_18", "mc3_18")])
 def test_torchvision_students_equal_torchvision_models(gray_students, name, builder):
     from torchvision.models import video
 
