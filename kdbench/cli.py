@@ -78,7 +78,8 @@ def plugins_cmd() -> None:
     loaded = plugins()
     rows = []
     for p in loaded.report:
-        status = "blocked" if p.blocked else f"error: {p.error}" if p.error else "ok"
+        status = ("blocked" if p.blocked else f"error: {p.error}" if p.error else
+                  f"unavailable: {p.unavailable}" if p.unavailable else "ok")
         rows.append((p.name, f"{p.distribution} {p.version}", p.module, status))
     click.echo(table(rows, ("plugin", "package", "module", "status")))
     if loaded.commands:

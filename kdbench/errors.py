@@ -25,6 +25,12 @@ class UnknownName(KdbenchError):
     """A plugin name that no installed plugin provides."""
 
 
+class Unavailable(KdbenchError):
+    """Raised by a plugin's hook, after it has registered what it provides, to say that those things cannot be
+    built on this machine (an optional dependency is not installed). ``kdbench plugins`` shows the message as the
+    plugin's status; the plugin's names stay listed, and building one is the plugin's own one-line refusal."""
+
+
 class DuplicateName(KdbenchError):
     """Two plugins registering the same name of the same kind."""
 

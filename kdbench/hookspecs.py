@@ -4,7 +4,9 @@ A plugin is a module named by an entry point in the ``kdbench`` group. It implem
 hooks below; each hook receives a ``register`` callback and calls it once per thing it provides.
 The built-in plugins (``kdbench_plugins``) are loaded through the very same entry points.
 
-What a registered thing must look like is described in :mod:`kdbench.contracts`.
+What a registered thing must look like is described in :mod:`kdbench.contracts`. A hook whose things need
+an optional dependency that is not installed registers them anyway and then raises
+:class:`kdbench.errors.Unavailable` with the line that says how to install it (``kdbench plugins`` shows it).
 """
 
 import pluggy

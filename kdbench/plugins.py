@@ -1,7 +1,9 @@
 """Loading plugins: entry points in the ``kdbench`` group, built-ins included.
 
 A plugin that fails to import, or whose hook raises, is recorded as broken (``kdbench plugins`` shows
-the error) and the others keep working. ``KDBENCH_BLOCK_PLUGINS`` (comma-separated entry-point names)
+the error) and the others keep working; one whose hook raises :class:`kdbench.errors.Unavailable` after
+registering is recorded as unavailable (an optional dependency missing: its names are listed, building one
+says what to install), with no warning on every command. ``KDBENCH_BLOCK_PLUGINS`` (comma-separated entry-point names)
 keeps chosen plugins from loading, e.g. to make a test run hermetic or to silence a broken package.
 """
 
@@ -15,6 +17,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
+from .errors import Unavailable
 from .registry import KINDS, Registry
 
 GROUP = "kdbench"
@@ -29,6 +32,7 @@ class PluginInfo:
     version: str
     error: str | None = None
     blocked: bool = False
+    unavailable: str | None = None   # what it registered cannot be built here (kdbench.errors.Unavailable)
 
 
 @dataclass
@@ -92,6 +96,9 @@ def load_plugins() -> Plugins:
                     _sink.register(obj, _plugin)
             try:
                 impl.function(register=register)
+            except Unavailable as missing:
+                old = report[impl.plugin_name]
+                report[impl.plugin_name] = PluginInfo(**{**old.__dict__, "unavailable": str(missing)})
             except Exception as error:
                 old = report[impl.plugin_name]
                 report[impl.plugin_name] = PluginInfo(**{**old.__dict__, "error": _describe(error)})
