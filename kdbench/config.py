@@ -105,7 +105,19 @@ class RunConfig(Strict):
     batch_size: int = Field(16, ge=1, description="SACD paper V-B")
     seed: int = Field(0, ge=0)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
-    amp: bool = Field(True, description="mixed precision on CUDA (ignored elsewhere)")
+    amp: Literal["fp16", "bf16", False] = Field(
+        "fp16", description="mixed precision: 'fp16' (float16 autocast with a gradient scaler, CUDA only), 'bf16' "
+                            "(bfloat16 autocast, no scaler: CUDA from Ampere on, and CPU), false (float32); true = "
+                            "'fp16'")
+    channels_last: bool = Field(False, description="the student's 3-D convolutions and its clips in channels_last_3d "
+                                                   "memory format (faster 3-D CNNs on recent GPUs with cuDNN)")
+    compile: bool = Field(False, description="torch.compile the student (the first epoch pays the compilation)")
+    compile_backend: str = Field("inductor", description="torch.compile's backend (torch._dynamo.list_backends())")
+    cudnn_benchmark: bool = Field(False, description="let cuDNN time its convolution algorithms and keep the "
+                                                     "fastest (CUDA; results then vary in the last bits run to run)")
+    pin_memory: bool = Field(True, description="page-locked batches, copied to the GPU without blocking (CUDA)")
+    persistent_workers: bool = Field(True, description="keep the loader's worker processes between epochs "
+                                                       "(num_workers > 0)")
     num_workers: int = Field(0, ge=0)
     skip_bad: bool = Field(False, description="leave out the items a data check finds bad (listed in the MLflow run) "
                                               "instead of refusing to train")
@@ -122,6 +134,11 @@ class RunConfig(Strict):
                                "SACD Table IV E-G); the default teacher and student swap too")
     tracking: TrackingConfig = TrackingConfig()
     output_dir: str = Field("kdbench-runs", description="checkpoints go to <output_dir>/<config_hash>/")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp(cls, value):
+        return "fp16" if value is True else value   # the setting was a boolean before bf16 existed
 
     @field_validator("device")
     @classmethod

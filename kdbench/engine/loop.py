@@ -97,17 +97,19 @@ def reseed(seed: int) -> None:
 
 
 def loader(split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None, num_workers: int,
-           device: torch.device, shard: tuple[int, int] = (0, 1)) -> torch.utils.data.DataLoader:
+           device: torch.device, shard: tuple[int, int] = (0, 1), pin_memory: bool = True,
+           persistent_workers: bool = True) -> torch.utils.data.DataLoader:
     """``shard`` = (rank, ranks): a shuffled split is shared out by :class:`RankSampler` when ranks > 1, and
-    ``batch_size`` is then the per-rank batch."""
+    ``batch_size`` is then the per-rank batch. Batches are pinned (page-locked) only for a CUDA device; the
+    training loop then copies them without blocking (``non_blocking`` follows the loader's ``pin_memory``)."""
     sampler = RankSampler(split, generator, *shard) if shuffle and shard[1] > 1 else None
     count = len(sampler) if sampler is not None else len(split)
     # A last training batch of one sample breaks BatchNorm; drop it only in that case (on every rank alike).
     drop_last = shuffle and count > batch_size and count % batch_size == 1
     return torch.utils.data.DataLoader(
         split, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, generator=generator,
-        collate_fn=collate, num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=drop_last,
-        persistent_workers=num_workers > 0)
+        collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory and device.type == "cuda",
+        drop_last=drop_last, persistent_workers=persistent_workers and num_workers > 0)
 
 
 def make_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -128,10 +130,27 @@ def make_scheduler(optimizer, cfg: ScheduleConfig, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+def amp_dtype(setting: str | bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype a run's ``amp`` setting means on ``device``, or None for float32: float16 on CUDA only
+    (CPU kernels in float16 are slow or missing), bfloat16 on CUDA and CPU."""
+    if setting in ("fp16", True) and device.type == "cuda":
+        return torch.float16
+    if setting == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """Mixed precision for the networks' forward passes (``amp`` from :func:`amp_dtype`); a no-op for None."""
+    if amp is None or amp is False:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp)
+
+
+def scaler_for(device: torch.device, amp: torch.dtype | None) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled for float16 only: bfloat16 has float32's range, so its gradients do not
+    underflow and need no scaling."""
+    return torch.amp.GradScaler("cuda", enabled=amp == torch.float16 and device.type == "cuda")
 
 
 LossFn = Callable[[Batch], dict[str, torch.Tensor]]
@@ -174,7 +193,7 @@ def train_epoch(loss_fn: LossFn, modules: list[nn.Module], data, optimizer, *, d
     seen = 0
     bar = tqdm(data, desc=desc, leave=False, disable=not progress, unit="batch")
     for step, batch in enumerate(bar):
-        batch = batch.to(device, non_blocking=device.type == "cuda")
+        batch = batch.to(device, non_blocking=getattr(data, "pin_memory", False))
         terms = loss_fn(batch)  # the loss function applies autocast to the networks it runs
         loss = sum(terms.values())
         if not torch.isfinite(loss):
@@ -204,7 +223,7 @@ def train_epoch(loss_fn: LossFn, modules: list[nn.Module], data, optimizer, *, d
 
 @torch.no_grad()
 def predict(forward: Callable[[Batch], ModelOutput], modules: list[nn.Module], data, *, device: torch.device,
-            amp: bool) -> tuple[np.ndarray, np.ndarray]:
+            amp: torch.dtype | None) -> tuple[np.ndarray, np.ndarray]:
     """Labels and arg-max predictions over ``data``."""
     for module in modules:
         module.eval()
@@ -252,7 +271,7 @@ class Training:
     epochs: int
     seed: int
     device: torch.device
-    amp: bool
+    amp: torch.dtype | None                       # autocast dtype (loop.amp_dtype), None = float32
     label: str = "epoch"                          # progress-bar prefix
     rank: int = 0                                 # this process's DDP rank
     ranks: int = 1                                # DDP ranks sharing the training data (1: not distributed)
@@ -286,8 +305,9 @@ class Training:
 
 def training(modules: list[nn.Module], loss_fn: LossFn, forward, evaluated: list[nn.Module], *, train_split,
              test_split, class_names, optimizer: OptimizerConfig, schedule: ScheduleConfig, epochs: int,
-             batch_size: int, seed: int, num_workers: int, device: torch.device, amp: bool, label: str = "epoch",
-             on_epoch_start: Callable[[int], None] | None = None, distributed: bool = False) -> Training:
+             batch_size: int, seed: int, num_workers: int, device: torch.device, amp: torch.dtype | None,
+             label: str = "epoch", on_epoch_start: Callable[[int], None] | None = None, distributed: bool = False,
+             pin_memory: bool = True, persistent_workers: bool = True) -> Training:
     """The one set-up of optimiser, schedule, scaler and loaders, for any training. With ``distributed``, in a
     process group of several ranks, the training data and ``batch_size`` (the global batch) are shared out."""
     optim = make_optimizer([p for m in modules for p in m.parameters()], optimizer)
@@ -296,11 +316,12 @@ def training(modules: list[nn.Module], loss_fn: LossFn, forward, evaluated: list
     return Training(
         modules=modules, loss_fn=loss_fn, forward=forward, evaluated=evaluated, class_names=tuple(class_names),
         optimizer=optim, scheduler=make_scheduler(optim, schedule, epochs),
-        scaler=torch.amp.GradScaler("cuda", enabled=amp),
+        scaler=scaler_for(device, amp),
         train_data=loader(train_split, per_rank_batch(batch_size, ranks), shuffle=True, generator=generator,
-                          num_workers=num_workers, device=device, shard=(rank, ranks)),
+                          num_workers=num_workers, device=device, shard=(rank, ranks), pin_memory=pin_memory,
+                          persistent_workers=persistent_workers),
         test_data=loader(test_split, batch_size, shuffle=False, generator=None, num_workers=num_workers,
-                         device=device),
+                         device=device, pin_memory=pin_memory, persistent_workers=persistent_workers),
         generator=generator, epochs=epochs, seed=seed, device=device, amp=amp, label=label, rank=rank, ranks=ranks,
         on_epoch_start=on_epoch_start or (lambda epoch: None))
 

@@ -44,7 +44,7 @@ class Prepared:
     config: RunConfig
     digest: str
     device: torch.device
-    amp: bool
+    amp: torch.dtype | None
     dataset: Dataset
     skipped: list[Problem]
     teacher: Model
@@ -146,7 +146,7 @@ class TeacherStage:
 
     config: RunConfig
     device: torch.device
-    amp: bool
+    amp: torch.dtype | None
     dataset: Dataset
     skipped: list[Problem]
     teacher: Model
@@ -161,7 +161,9 @@ def prepare_teacher_stage(config: RunConfig, plugins: Plugins, *, progress: bool
                           echo=print) -> TeacherStage:
     check_store(tracking_uri(config.tracking.uri))
     device = loop.resolve_device(config.device)
-    amp = config.amp and device.type == "cuda"
+    amp = loop.amp_dtype(config.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark
 
     loop.reseed(config.seed)
     dataset = build_dataset(config, plugins)
@@ -225,10 +227,18 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
         with torch.no_grad():
             return teacher(batch.teacher_input).detach()
 
+    if config.channels_last:   # 5-D weights and clips in channels_last_3d; other tensors are left as they are
+        student.to(memory_format=torch.channels_last_3d)
+    network = (torch.compile(student, backend=config.compile_backend) if config.compile
+               else student)   # the same parameters; checkpoints save `student`
+
+    def student_input(x):
+        return x.contiguous(memory_format=torch.channels_last_3d) if config.channels_last and x.dim() == 5 else x
+
     def student_forward(batch):
         if type(student).reads_both:   # a late-fusion student reads both modalities
-            return student(batch.student_input, batch.teacher_input)
-        return student(batch.student_input)
+            return network(student_input(batch.student_input), batch.teacher_input)
+        return network(student_input(batch.student_input))
 
     def loss_fn(batch):
         with loop.autocast(device, amp):  # the networks in mixed precision, the distiller in float32
@@ -245,7 +255,8 @@ def prepare(config: RunConfig, plugins: Plugins, *, resume: bool = False, progre
         modules, loss_fn, student_forward, [student], train_split=train, test_split=test,
         class_names=info.class_names, optimizer=config.optimizer, schedule=config.schedule, epochs=config.epochs,
         batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers, device=device, amp=amp,
-        on_epoch_start=on_epoch_start, distributed=True)  # shared out over DDP ranks, if any
+        on_epoch_start=on_epoch_start, distributed=True, pin_memory=config.pin_memory,
+        persistent_workers=config.persistent_workers)  # shared out over DDP ranks, if any
 
     path = checkpoint_path(config)
     # weights + up to two optimiser moments each, twice while the atomic save replaces the old file, + slack

@@ -103,7 +103,7 @@ def teacher_training(config: RunConfig, dataset: Dataset, teacher: Model, device
     of the cache names everything the weights depend on, and every epoch reseeds, so this is always sound."""
 
     recipe = config.teacher_training
-    amp = config.amp and device.type == "cuda"
+    amp = loop.amp_dtype(config.amp, device)
     teacher.to(device)
 
     def teacher_loss(batch):
@@ -117,7 +117,8 @@ def teacher_training(config: RunConfig, dataset: Dataset, teacher: Model, device
         train_split=dataset.split("train", TEACHER_FIELDS), test_split=dataset.split("test", TEACHER_FIELDS),
         class_names=dataset.info.class_names, optimizer=recipe.optimizer, schedule=recipe.schedule,
         epochs=recipe.epochs, batch_size=recipe.batch_size, seed=config.seed, num_workers=config.num_workers,
-        device=device, amp=amp, label="teacher")
+        device=device, amp=amp, label="teacher", pin_memory=config.pin_memory,
+        persistent_workers=config.persistent_workers)
     partial = progress_path(cached_path(config, dataset))
     if partial.exists():
         state = load(partial, f"the interrupted teacher training {str(partial)!r}",

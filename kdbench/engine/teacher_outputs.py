@@ -76,7 +76,7 @@ def find(root: Path, key: str) -> TeacherOutputs | None:
 
 
 def compute(root: Path, key: str, teacher: Model, split, *, batch_size: int, num_workers: int,
-            device: torch.device, amp: bool, progress: bool) -> TeacherOutputs:
+            device: torch.device, amp: torch.dtype | None, progress: bool) -> TeacherOutputs:
     """One pass of the frozen teacher over ``split`` (a teacher-only view; any order: rows are placed by
     ``Batch.index``)."""
     from tqdm import tqdm
