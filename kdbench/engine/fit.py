@@ -96,7 +96,8 @@ def student_tags(p: Prepared, store: str | None) -> dict[str, str]:
     tags = {"kdbench.role": "student", "kdbench.dataset": config.dataset.name, "kdbench.teacher": config.teacher.name,
             "kdbench.student": config.student.name, "kdbench.distiller": config.distiller.name,
             "kdbench.seed": str(config.seed), "kdbench.config_hash": p.digest, "kdbench.version": __version__,
-            "kdbench.teacher_source": f"{p.source.kind}:{p.source.location}", **process_tags()}
+            "kdbench.teacher_source": f"{p.source.kind}:{p.source.location}", **process_tags(),
+            **loop.compute_tags(p.device)}
     tags["kdbench.teacher_weights"] = teacher_outputs.weights_digest(p.teacher)[:16]
     tags["kdbench.data_fingerprint"] = p.dataset.fingerprint()[:16]
     if p.source.run_id and p.source.store == store:

@@ -49,6 +49,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def compute_tags(device: torch.device) -> dict[str, str]:
+    """What a run's numbers depend on beyond its config: the device (a GPU's model) and the CPU's intra-op thread
+    count (float sums reduce in another order with another count, so a CPU result reproduces only with the
+    same one: ``OMP_NUM_THREADS=N kdbench run ...``)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {"kdbench.device": name, "kdbench.threads": str(torch.get_num_threads())}
+
+
 def world() -> tuple[int, int]:
     """(this process's rank, the number of ranks) in an initialised ``torch.distributed`` group, else (0, 1)."""
     dist = torch.distributed

@@ -136,7 +136,7 @@ def fit_teacher(config: RunConfig, dataset: Dataset, teacher: Model, training: l
     key = teacher_key(config, dataset)
     tags = {"kdbench.role": "teacher", "kdbench.teacher": config.teacher.name, "kdbench.dataset": config.dataset.name,
             "kdbench.seed": str(config.seed), "kdbench.teacher_key": key, "kdbench.version": __version__,
-            **process_tags()}
+            **process_tags(), **loop.compute_tags(training.device)}
     params = flatten({"teacher": config.teacher.model_dump(exclude={"checkpoint"}),
                       "dataset": config.dataset.model_dump(), "seed": config.seed,
                       "teacher_training": config.teacher_training.model_dump(mode="json")})

@@ -30,6 +30,10 @@ def test_full_run_is_tracked(workdir, cli):
     assert (tags["kdbench.dataset"], tags["kdbench.teacher"], tags["kdbench.student"], tags["kdbench.distiller"],
             tags["kdbench.seed"]) == ("synthetic", "tiny-eeg", "tiny-3dcnn", "kd", "0")
     assert len(tags["kdbench.config_hash"]) == 16 and tags["kdbench.version"]
+    import torch
+
+    assert tags["kdbench.threads"] == str(torch.get_num_threads()) and tags["kdbench.device"] == "cpu"
+    assert teacher_run.data.tags["kdbench.threads"] == tags["kdbench.threads"]
     assert tags["kdbench.teacher_run_id"] == teacher_run.info.run_id
     assert tags["kdbench.config_hash"] in result.out
 
