@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,6 +115,9 @@ def one_sweep(folder: Path, toml: Path, template: Path | None, parallel: int) ->
             "before_first_job_s": min(j["start"] for j in jobs.values()),
             "pool_close_s": (closed or whole) - last, "exit_after_close_s": whole - (closed or whole),
             "cells_starting_a_worker": sum(j["first_on_worker"] for j in cells),
+            "cells_starting_a_worker_s": sum(j["end"] - j["start"] for j in cells if j["first_on_worker"]),
+            "median_other_cell_s": statistics.median([j["end"] - j["start"] for j in cells
+                                                      if not j["first_on_worker"]] or [0.0]),
             "cell_s": sorted(round(j["end"] - j["start"], 2) for j in cells)}
 
 
@@ -124,8 +128,8 @@ def run(quick: bool = False) -> dict:
         toml = sweep_file(folder, shape)
         template = None if quick else template_store(folder)
         results = {p: one_sweep(folder / f"p{p}", toml, template, p) for p in shape["parallel"]}
-    rows = ["| P | cells | Σ cell times (s) | ideal = Σ / P (s) | cell phase (s) | makespan ÷ ideal | idle | "
-            "cells that started a worker | teacher phase (s) | pool close (s) | whole sweep (s) |",
+    rows = [("| P | cells | Σ cell times (s) | ideal = Σ / P (s) | cell phase (s) | makespan ÷ ideal | idle | "
+             "cells that started a worker | teacher phase (s) | pool close (s) | whole sweep (s) |"),
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results.values():
         rows.append(f"| {r['parallel']} | {r['cells']} | {r['sum_cell_s']:.1f} | {r['ideal_s']:.1f} | "
@@ -145,12 +149,15 @@ def run(quick: bool = False) -> dict:
         notes.append(f"Speed-up of P = 2 over P = 1: cell phase ×{figures['speedup_cell_phase_p2_over_p1']}, "
                      f"whole sweep ×{figures['speedup_whole_p2_over_p1']}; the cells take "
                      f"×{figures['cell_time_p2_over_p1']} as much worker time at P = 2 (two cells on 2 cores, "
-                     "1 thread each, against one cell on 2 threads at P = 1; and see the next note).")
+                     "1 thread each, against one cell on 2 threads at P = 1; and see the next note). The two "
+                     "sweeps run one after the other, so this speed-up is at the mercy of the machine's other "
+                     "load (two OpenMP threads on a busy 2-core machine slow down far more than one); "
+                     "makespan ÷ ideal compares times within one sweep.")
     notes += [
-        "A cell's time is how long it held its worker (start line → end line). A worker process is started "
-        "with the first job it takes, so that job's time includes starting it (importing torch, the plugins "
-        "and, in its first run, MLflow); the shared teacher is its own job on worker 1, before the cells, so "
-        "at P = 2 worker 2 starts with the first cell it takes.",
+        ("A cell's time is how long it held its worker (start line → end line). A worker process is started "
+         "with the first job it takes, so that job's time includes starting it (importing torch, the plugins "
+         "and, in its first run, MLflow); the shared teacher is its own job on worker 1, before the cells, so "
+         "at P = 2 worker 2 starts with the first cell it takes."),
         "Pool close: from the last cell's end to the line the sweep prints once its workers have exited.",
     ]
     return {"name": "sweep_scheduling", "title": "Sweep scheduling: makespan against the ideal",
