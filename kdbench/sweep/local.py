@@ -76,6 +76,7 @@ class Worker:
         return self.process.poll() is None
 
     def stop(self, interrupt: bool) -> None:
+        """Ask it to end (stdin closed; SIGTERM too when interrupting), without waiting: see :meth:`wait`."""
         if self.alive():
             if interrupt:
                 self.process.send_signal(signal.SIGTERM)
@@ -83,6 +84,8 @@ class Worker:
                 self.process.stdin.close()
             except OSError:
                 pass
+
+    def wait(self) -> None:
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -95,8 +98,9 @@ class Pool:
     thread, and that thread lives as long as the pool: Linux sends the parent-death signal when the *thread*
     that started a child ends, not only the process.)"""
 
-    def __init__(self, slots: list[Slot]) -> None:
+    def __init__(self, slots: list[Slot], warm: int = 0) -> None:
         self.slots = slots
+        self.warm = warm   # how many slots start their worker at once, before their first job
         self.todo: queue.Queue[Job | None] = queue.Queue()
         self.events: queue.Queue[Event] = queue.Queue()
         self.workers: dict[str, Worker] = {}
@@ -107,7 +111,8 @@ class Pool:
         """Run ``jobs`` on the slots (each slot takes the next job when it is free); ``on_event`` is called in
         this thread as jobs start and end. Returns job key → outcome."""
         if not self.threads:
-            self.threads = [threading.Thread(target=self._serve, args=(slot,), daemon=True) for slot in self.slots]
+            self.threads = [threading.Thread(target=self._serve, args=(slot, i < self.warm), daemon=True)
+                            for i, slot in enumerate(self.slots)]
             for thread in self.threads:
                 thread.start()
         for job in jobs:
@@ -122,7 +127,9 @@ class Pool:
                 raise KeyboardInterrupt
         return outcomes
 
-    def _serve(self, slot: Slot) -> None:
+    def _serve(self, slot: Slot, warm: bool) -> None:
+        if warm:   # import torch, the plugins and MLflow now, while the shared teachers train on another slot
+            self.workers[slot.name] = Worker(slot)
         while (job := self.todo.get()) is not None:
             if self.stopping.is_set():
                 continue
@@ -139,8 +146,11 @@ class Pool:
 
     def close(self, interrupt: bool = False) -> None:
         self.stopping.set()
-        for worker in list(self.workers.values()):  # before their threads end (see the class docstring)
+        workers = list(self.workers.values())
+        for worker in workers:  # before their threads end (see the class docstring)
             worker.stop(interrupt)
+        for worker in workers:  # all asked first, then waited for: their interpreters shut down in parallel
+            worker.wait()
         for _ in self.threads:
             self.todo.put(None)
         for thread in self.threads:

@@ -66,12 +66,13 @@ def metrics_text(outcome: dict) -> str:
     return "  ".join(f"{k} {m[k]:.3f}" for k in ("accuracy", "mf1", "kappa") if k in m)
 
 
-def make_launcher(launcher: str, gpus, max_parallel, nproc, slurm):
+def make_launcher(launcher: str, gpus, max_parallel, nproc, slurm, cells: int = 0):
+    """``cells``: how many cells will run; that many local workers (at most one per slot) start at once."""
     if launcher == "slurm":
         from .slurm import SlurmLauncher
 
         return SlurmLauncher(slurm, gpus_per_cell=nproc if gpus else 0, max_parallel=max_parallel)
-    return Pool(make_slots(gpus, max_parallel, nproc))
+    return Pool(make_slots(gpus, max_parallel, nproc), warm=cells)
 
 
 def run_sweep(sweep: Sweep, planned: list[PlannedCell], *, launcher: str, gpus, max_parallel, nproc, slurm,
@@ -87,9 +88,9 @@ def run_sweep(sweep: Sweep, planned: list[PlannedCell], *, launcher: str, gpus, 
     outcomes: dict[str, dict] = {}
     interrupted = False
     if pending:
-        runner = make_launcher(launcher, gpus, max_parallel, nproc, slurm)
         t_jobs, waits = teacher_jobs(pending)
         c_jobs = cell_jobs(pending, nproc)
+        runner = make_launcher(launcher, gpus, max_parallel, nproc, slurm, cells=len(c_jobs))
         bar = tqdm(total=len(t_jobs) + len(c_jobs), unit="job", disable=not progress, leave=False)
         started = time.monotonic()
 

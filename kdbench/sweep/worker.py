@@ -58,6 +58,7 @@ def main() -> int:
         from ..plugins import plugins
 
         plugins()  # loaded once, before the first job
+        import mlflow  # noqa: F401  (every job tracks: its import is paid while the worker waits for work)
         for line in sys.stdin:
             request = json.loads(line)
             with output_to(request["log"]) as log:
