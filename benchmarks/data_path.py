@@ -192,26 +192,28 @@ def run(quick: bool = False) -> dict:
     cache0 = rates["cache, 0 workers"]
     train_flop = 3 * 2 * macs["macs"]          # 2 FLOPs per MAC; forward + backward ≈ 3 forward passes
     need = {gpu: UTILISATION * peak * 1e12 / train_flop for gpu, peak in GPUS.items()}
-    rows = ["| loader | items | epochs timed | clips/s (median) | ÷ decode S³VE format |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| loader | items | epochs timed | clips/s (median) | ÷ decode S³VE format |",
+            "| --- | --- | --- | --- | --- |"]
     for name, rate in rates.items():
-        rows.append(f"| {name} | {m['items'][name]} | {m['rounds'][name]} | {rate:,.1f} | {rate / real_decode:,.0f}× |")
-    rows += ["", "| GPU (assumed {:.0%} of vendor peak) | clips/s R3D-18 trains | cache, 1 worker: workers "
-             "needed | decode S³VE format: workers needed |".format(UTILISATION), "| --- | --- | --- | --- |"]
+        rows.append(f"| {name} | {m['items'][name]} | {m['rounds'][name]} | {rate:,.1f} | "
+                    f"{rate / real_decode:,.0f}× |")
+    rows += ["", (f"| GPU (assumed {UTILISATION:.0%} of vendor peak) | clips/s R3D-18 trains | cache, 1 worker: "
+                  f"workers needed | decode S³VE format: workers needed |"), "| --- | --- | --- | --- |"]
     for gpu, n in need.items():
         rows.append(f"| {gpu}, {GPUS[gpu]:g} TFLOP/s peak | {n:,.0f} | "
                     f"{n / rates['cache, 1 worker']:.2f} | {n / real_decode:,.0f} |")
     notes = [
-        f"batch {BATCH}, shuffled, kdbench's collate, torch with 1 intra-op thread, CPU device (no pinning); "
-        f"sample: student {tuple(m['student_shape'])} uint8 → float, teacher {tuple(m['teacher_shape'])} float32",
-        f"cache: s3ve generator {m['cheap']} (prepared in {m['prepare_s']:.1f} s); decode S³VE format: generator "
-        f"{m['real']} (written in {m['synth_s']['real']:.0f} s)",
-        f"R3D-18 (kdbench r3d18, 1 × 16 × 112 × 112 gray): {macs['conv_macs'] / 1e9:.2f} G conv MACs + "
-        f"{macs['linear_macs']:,} linear MACs per clip forward = {2 * macs['macs'] / 1e9:.1f} GFLOP; "
-        f"training ≈ 3 × forward = {train_flop / 1e9:.1f} GFLOP per clip; {macs['params'] / 1e6:.1f} M parameters",
+        (f"batch {BATCH}, shuffled, kdbench's collate, torch with 1 intra-op thread, CPU device (no pinning); "
+         f"sample: student {tuple(m['student_shape'])} uint8 → float, teacher {tuple(m['teacher_shape'])} float32"),
+        (f"cache: s3ve generator {m['cheap']} (prepared in {m['prepare_s']:.1f} s); decode S³VE format: generator "
+         f"{m['real']} (written in {m['synth_s']['real']:.0f} s)"),
+        (f"R3D-18 (kdbench r3d18, 1 × 16 × 112 × 112 gray): {macs['conv_macs'] / 1e9:.2f} G conv MACs + "
+         f"{macs['linear_macs']:,} linear MACs per clip forward = {2 * macs['macs'] / 1e9:.1f} GFLOP; "
+         f"training ≈ 3 × forward = {train_flop / 1e9:.1f} GFLOP per clip; {macs['params'] / 1e6:.1f} M parameters"),
         *[f"{gpu}: {UTILISATION:.0%} × {GPUS[gpu]:g} TFLOP/s / {train_flop / 1e9:.1f} GFLOP = {n:,.0f} clips/s to "
           f"feed" for gpu, n in need.items()],
-        "2 workers on this 2-core machine share the cores with the training process and with other work: "
-        "the worker figures say what one core delivers, not how a many-core node scales",
+        ("2 workers on this 2-core machine share the cores with the training process and with other work: "
+         "the worker figures say what one core delivers, not how a many-core node scales"),
     ]
     return {"name": "data_path", "title": "Data path: clips/s through the DataLoader, cache vs decoding",
             "table": "\n".join(rows), "notes": notes,

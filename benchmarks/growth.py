@@ -93,7 +93,7 @@ def worker(spec: dict) -> dict:
                        "batch_size": spec["batch"], "num_workers": 0, "device": "cpu",
                        "output_dir": spec["output_dir"],
                        "teacher_training": {"epochs": 1, "batch_size": 64}}], found)
-    quiet = lambda *a, **k: None  # noqa: E731
+    quiet = lambda *a, **k: None
     p = prepare(config, found, progress=False, echo=quiet)
     fit_teacher_stage(p, NullTracker(), progress=False, echo=quiet)
     t = p.training
@@ -122,7 +122,7 @@ def worker(spec: dict) -> dict:
 
 
 def spawn(argv: list[str], env: dict) -> str:
-    done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, *argv], check=False, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{argv[:2]} failed: {done.stderr[-2000:]}")
     return done.stdout
@@ -152,8 +152,10 @@ def write_s3ve(todo: list[list]) -> None:
 
 def run(quick: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="kdbench-bench-growth-"))
-    env = {**os.environ, "KDBENCH_CACHE_DIR": str(work / "cache"), "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
+    # a run's set-up opens its tracking store (an MLflow SQLite file here) even though nothing is tracked
+    path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "KDBENCH_CACHE_DIR": str(work / "cache"), "PYTHONPATH": path,
+           "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"}
     base = 50 if quick else 400              # synthetic train clips at ×1
     night = 4 if quick else 12               # s3ve epochs per night at ×1 (3 training nights)
     mults = (1, 4) if quick else (1, 4, 16)
@@ -183,9 +185,9 @@ def run(quick: bool = False) -> dict:
 
 
 def report(specs, results, rounds, epochs, s3ve_setup_s) -> dict:
-    mib = lambda kib: kib / 1024  # noqa: E731
-    rows = ["| data | batch | size | train clips | s / epoch | ms / clip | per clip ÷ ×1 | set-up: anon peak "
-            "+MiB | data arrays in RAM (MiB) | epochs: anon peak +MiB | epochs: file-backed peak MiB |",
+    mib = lambda kib: kib / 1024
+    rows = [("| data | batch | size | train clips | s / epoch | ms / clip | per clip ÷ ×1 | set-up: anon peak "
+             "+MiB | data arrays in RAM (MiB) | epochs: anon peak +MiB | epochs: file-backed peak MiB |"),
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     figures: dict = {}
     per_clip_x1: dict = {}
@@ -196,28 +198,30 @@ def report(specs, results, rounds, epochs, s3ve_setup_s) -> dict:
         per_clip = epoch_s / clips
         per_clip_x1.setdefault((spec["kind"], spec["batch"]), per_clip)
         ratio = per_clip / per_clip_x1[(spec["kind"], spec["batch"])]
-        over = lambda phase, key: statistics.median(  # noqa: E731
-            r[phase][key] - r["baseline_kib"][key] for r in runs)
-        setup_anon, train_anon = mib(over("setup_peak_kib", "RssAnon")), mib(over("train_peak_kib", "RssAnon"))
+        setup_anon, train_anon = (
+            mib(statistics.median(r[phase]["RssAnon"] - r["baseline_kib"]["RssAnon"] for r in runs))
+            for phase in ("setup_peak_kib", "train_peak_kib"))
         train_file = mib(statistics.median(r["train_peak_kib"]["RssFile"] for r in runs))
         held = runs[0]["dataset_bytes_in_ram"] / 2**20
         rows.append(f"| {spec['kind']} | {spec['batch']} | ×{spec['mult']} | {clips:,} | {epoch_s:.2f} | "
                     f"{1000 * per_clip:.2f} | {ratio:.2f} | {setup_anon:.0f} | {held:.1f} | {train_anon:.0f} | "
                     f"{train_file:.0f} |")
         figures[f"{spec['kind']}/b{spec['batch']}/x{spec['mult']}"] = {
-            "clips": clips, "epoch_s": round(epoch_s, 4), "epoch_s_each": [r["epoch_s"] for r in runs], "per_clip_vs_x1": round(ratio, 3),
+            "clips": clips, "epoch_s": round(epoch_s, 4), "epoch_s_each": [r["epoch_s"] for r in runs],
+            "per_clip_vs_x1": round(ratio, 3),
             "setup_anon_peak_over_baseline_mib": round(setup_anon, 1), "data_in_ram_mib": round(held, 1),
-            "train_anon_peak_over_baseline_mib": round(train_anon, 1), "train_file_rss_peak_mib": round(train_file, 1),
+            "train_anon_peak_over_baseline_mib": round(train_anon, 1),
+            "train_file_rss_peak_mib": round(train_file, 1),
             "maxrss_mib": round(mib(statistics.median(r["maxrss_kib"] for r in runs)), 1),
             "baseline_anon_mib": round(mib(statistics.median(r["baseline_kib"]["RssAnon"] for r in runs)), 1)}
-    notes = [f"{rounds} round(s) of fresh processes, configurations interleaved; {epochs} epochs per process, the "
-             f"first left out of the median when there are more",
-             "tiny-3dcnn student, kd distiller, stored tiny-eeg teacher outputs (memory-mapped), num_workers 0, 1 "
-             "torch thread, CPU",
-             f"s3ve-cache: 5 generated nights (3 train), sampled at {S3VE_SAMPLING}; generating and preparing the "
-             f"datasets took {s3ve_setup_s:.0f} s (not part of the figures)",
-             "+MiB = peak anonymous RSS above the baseline (after importing torch and kdbench and loading the "
-             "plugins); the file-backed column is absolute (shared libraries included)"]
+    notes = [(f"{rounds} round(s) of fresh processes, configurations interleaved; {epochs} epochs per process, the "
+              f"first left out of the median when there are more"),
+             ("tiny-3dcnn student, kd distiller, stored tiny-eeg teacher outputs (memory-mapped), num_workers 0, 1 "
+              "torch thread, CPU"),
+             (f"s3ve-cache: 5 generated nights (3 train), sampled at {S3VE_SAMPLING}; generating and preparing the "
+              f"datasets took {s3ve_setup_s:.0f} s (not part of the figures)"),
+             ("+MiB = peak anonymous RSS above the baseline (after importing torch and kdbench and loading the "
+              "plugins); the file-backed column is absolute (shared libraries included)")]
     return {"name": "growth", "title": "Growth: time per epoch and memory against train-set and batch size",
             "table": "\n".join(rows), "notes": notes, "figures": figures}
 
