@@ -68,6 +68,14 @@ def test_amp_means_a_dtype_per_device():
 
 
 def test_bf16_autocast_runs_the_networks_in_bfloat16_on_cpu(tmp_path, cache):
+    """oneDNN is off here: its bfloat16 3-D convolutions give non-finite weight gradients at some small shapes
+    on CPUs without native bfloat16 (seen on this AMD EPYC, torch 2.14.1; docs/config.md), a kernel's problem
+    that would make this test depend on the machine's CPU. ATen's own kernels run the same autocast path."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        bf16_run(tmp_path)
+
+
+def bf16_run(tmp_path):
     default = prepare(config(tmp_path), plugins(), progress=False, echo=quiet)
     assert default.amp is None   # fp16, the default, is CUDA only: a CPU run is float32
     fp32_dtypes = conv_dtypes(default.student)
