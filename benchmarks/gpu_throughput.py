@@ -66,7 +66,8 @@ def measure(student: str, variant: dict, s: dict, device: str, folder: str) -> f
                          "height": s["size"], "width": s["size"], "labelled_fraction": 1.0},
              "student": {"name": student}, "distiller": {"name": "kd"}, "batch_size": s["batch"], "epochs": 1,
              "device": device, "cudnn_benchmark": device.startswith("cuda"), "compile_backend": s["backend"],
-             "teacher_training": {"epochs": 1}, "output_dir": folder, **variant}
+             "teacher_training": {"epochs": 1}, "output_dir": folder,
+             "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"}, **variant}   # a run's set-up opens its store
     config = resolve([layer], plugins())
     prepared = prepare(config, plugins(), progress=False, echo=lambda message: None)
     fit_teacher_stage(prepared, MemoryTracker(), progress=False, echo=lambda message: None)  # store its outputs

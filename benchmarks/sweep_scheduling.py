@@ -8,9 +8,11 @@ when every job held a worker. For each P, from that one run:
 
 - ``cell phase``: first cell start → last cell end; ``ideal`` = the sum of the cell times of the same run / P;
   ``makespan / ideal`` (1 = no slot ever idle while a cell waited) and the idle fraction
-  ``1 − Σ cell times / (P · makespan)``: the share of worker time spent waiting for the last cells. A worker
-  process starts with the first job it takes, so the cell that starts one also pays for importing torch,
-  the plugins and MLflow; the ratio is given again with that cell counted as a typical (median) one.
+  ``1 − Σ cell times / (P · makespan)``: the share of worker time spent waiting for the last cells. The first
+  job a worker runs also pays for that process's first-time work (before `2473b22` it started the process
+  itself: importing torch, the plugins and MLflow; since then the workers start with the pool, and what is
+  left is the first run's own set-up); the ratio is given again with that cell counted as a typical (median)
+  one.
 - ``whole``: the sweep command from start to exit: imports and planning, the shared teacher (trained once,
   as its own job, before any cell; counted here and not in the cell phase), the cells, the workers' exit.
 
@@ -161,12 +163,12 @@ def run(quick: bool = False) -> dict:
                      "load (two OpenMP threads on a busy 2-core machine slow down far more than one); "
                      "makespan ÷ ideal compares times within one sweep.")
     notes += [
-        ("A cell's time is how long it held its worker (start line → end line). A worker process is started "
-         "with the first job it takes, so that job's time includes starting it (importing torch, the plugins "
-         "and, in its first run, MLflow); the shared teacher is its own job on worker 1, before the cells, so "
-         "at P = 2 worker 2 starts with the first cell it takes."),
-        ("Without worker start: the ideal recomputed as if a cell that started a worker took the median time "
-         "of the others, i.e. what the makespan is against if starting workers were free or done earlier."),
+        ("A cell's time is how long it held its worker (start line → end line). The shared teacher is its own "
+         "job on worker 1, before the cells, so at P = 2 the first cell worker 2 takes is that worker's first "
+         "job: it pays the process's first-time work (the workers themselves start with the pool, importing "
+         "torch, the plugins and MLflow while the teacher trains)."),
+        ("Without worker start: the ideal recomputed as if a worker's first job took the median time of the "
+         "others, i.e. the makespan against what it would be if that first-time work were free."),
         "Pool close: from the last cell's end to the line the sweep prints once its workers have exited.",
     ]
     return {"name": "sweep_scheduling", "title": "Sweep scheduling: makespan against the ideal",
