@@ -17,7 +17,6 @@ Measured in one run, on one machine: read the ratios, the absolute times only as
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -100,11 +99,9 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     args = parser.parse_args()
     result = run(quick=args.quick, repeat=args.repeat)
-    print(result["table"])
-    for note in result["notes"]:
-        print(f"- {note}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    from run_all import report  # this script's folder is on sys.path when it runs
+
+    report(result, args.json)
 
 
 if __name__ == "__main__":

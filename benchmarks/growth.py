@@ -240,11 +240,9 @@ def main() -> None:
         write_s3ve(json.loads(args.make_s3ve))
         return
     result = run(args.quick)
-    print(result["table"])
-    for note in result["notes"]:
-        print(f"- {note}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    from run_all import report  # this script's folder is on sys.path when it runs
+
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ BENCHMARKS = ("framework_overhead", "teacher_reuse", "data_path", "growth", "swe
               "gpu_throughput")
 
 
+def report(result: dict, json_path: str | None) -> None:
+    """What each benchmark prints when run on its own: its table and notes, and its JSON if asked."""
+    print(result["table"])
+    for note in result["notes"]:
+        print(f"- {note}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+
+
 def load(name: str):
     spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

@@ -181,11 +181,9 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     args = parser.parse_args()
     result = run(quick=args.quick)
-    print(result["table"])
-    for note in result["notes"]:
-        print(f"- {note}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    from run_all import report  # this script's folder is on sys.path when it runs
+
+    report(result, args.json)
 
 
 if __name__ == "__main__":
