@@ -69,9 +69,8 @@ class ClipSplit(torch.utils.data.Dataset):
         raise NotImplementedError
 
     def to_tensor(self, name: str, array: np.ndarray) -> torch.Tensor:
-        """Stored form -> model input. Default: uint8 pixels to floats in [0, 1]; anything else as float32."""
-        tensor = torch.from_numpy(np.array(array))
-        return tensor.float().div_(255.0) if tensor.dtype == torch.uint8 else tensor.float()
+        """Stored form -> model input. Default: :func:`model_input`."""
+        return model_input(array)
 
     # ----------------------------------------------------------------- the torch Dataset
 
@@ -151,6 +150,12 @@ class ClipSplit(torch.utils.data.Dataset):
             detail = first_line(error)
             raise KdbenchError(f"cannot read item {self.keys[i]!r} from {self.source(i)}: {detail}; "
                                f"run `kdbench data check` on this dataset") from None
+
+
+def model_input(array: np.ndarray) -> torch.Tensor:
+    """The default stored form -> model input: uint8 pixels to floats in [0, 1]; anything else as float32."""
+    tensor = torch.from_numpy(np.array(array))
+    return tensor.float().div_(255.0) if tensor.dtype == torch.uint8 else tensor.float()
 
 
 def split_key(dataset_name: str, fingerprint: str, split: str) -> str:

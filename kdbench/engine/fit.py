@@ -150,7 +150,8 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
                  f"mf1 {scores.mf1:.3f}  kappa {scores.kappa:.3f}")
             if loop.world()[0] != 0:
                 return  # under DDP every rank holds rank 0's state (loop.share_rank0_state); rank 0 writes it
-            save_atomic({"format": 1, "config_hash": p.digest, "epoch": epoch + 1, "run_id": run_id,
+            save_atomic({"format": 1, "config_hash": p.digest, "config": config.model_dump(mode="json"),
+                         "epoch": epoch + 1, "run_id": run_id,
                          "history": history, "teacher_confusion": teacher_scores.confusion,
                          "student": loop.to_cpu(p.student.state_dict()),
                          "distiller": loop.to_cpu(p.distiller.state_dict()),

@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -91,6 +91,56 @@ def count_packets(path: str | Path) -> int:
     return n
 
 
+def clip_instants(start: float, duration: float, count: int) -> np.ndarray:
+    """The ``count`` instants a clip of [start, start + duration) samples: the middles of ``count`` equal parts."""
+    return start + (np.arange(count) + 0.5) * (duration / count)
+
+
+def _shown(decoded: Iterator[tuple[float, object]], targets: Iterable[float], convert, rate: float) -> Iterator:
+    """For each target instant (increasing), the image shown at that instant: the last decoded frame whose time
+    is not after it. ``decoded`` yields (time, frame); ``convert`` turns a frame into an array, once per frame
+    that is shown (a night's video is mostly frames nobody samples). Stops when the frames run out; the last
+    frame is shown until ``1 / rate`` after its time. Raises ``ValueError`` for a target before the first frame.
+    """
+    targets = iter(targets)
+    target = next(targets, None)
+    last = image = None
+    t = 0.0
+    for t, frame in decoded:
+        while target is not None and t > target:   # this frame comes after the target: the previous one was shown
+            if last is None:
+                raise ValueError(f"no frame before {target:.2f} s")
+            if image is None:
+                image = convert(last)
+            yield image
+            target = next(targets, None)
+        if target is None:
+            return
+        last, image = frame, None
+    while target is not None and last is not None and target < t + 1.0 / rate:
+        if image is None:
+            image = convert(last)
+        yield image
+        target = next(targets, None)
+
+
+def _decoded(container, start: float) -> tuple[Iterator[tuple[float, object]], float]:
+    """(time, frame) of the first video stream's frames from about ``start`` on (seeking to the keyframe before
+    ``start - 1`` s when that is past the first second), and the stream's frame rate."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    base = stream.time_base
+    if start > 1.0:
+        container.seek(int(max(start - 1.0, 0.0) / base), stream=stream, backward=True)
+    frames = ((float(f.pts * base) if f.pts is not None else float(f.time or 0.0), f) for f in container.decode(stream))
+    return frames, float(stream.average_rate or 25)
+
+
+def _converter(height: int, width: int, color: bool):
+    pixels = "rgb24" if color else "gray"
+    return lambda frame: frame.reformat(width=width, height=height, format=pixels).to_ndarray()
+
+
 def read_frames(path: str | Path, start: float, duration: float, count: int, height: int, width: int,
                 color: bool = False) -> np.ndarray:
     """``count`` frames sampled evenly over [start, start + duration): uint8, (count, height, width) in
@@ -99,33 +149,33 @@ def read_frames(path: str | Path, start: float, duration: float, count: int, hei
     Times are the video's own (seconds from its first frame). Raises ``ValueError`` when the window is not
     covered by the file's frames.
     """
-    targets = start + (np.arange(count) + 0.5) * (duration / count)
+    targets = clip_instants(start, duration, count)
     out = np.empty((count, height, width, 3) if color else (count, height, width), dtype=np.uint8)
-    pixels = "rgb24" if color else "gray"
     k = 0
-    last = None
     with _open(Path(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        base = stream.time_base
-        if start > 1.0:
-            container.seek(int(max(start - 1.0, 0.0) / base), stream=stream, backward=True)
-        for frame in container.decode(stream):
-            t = float(frame.pts * base) if frame.pts is not None else float(frame.time or 0.0)
-            while k < count and t > targets[k]:   # this frame comes after target k: the previous one was shown
-                if last is None:
-                    raise ValueError(f"no frame before {targets[k]:.2f} s")
-                out[k] = last
-                k += 1
-            if k == count:
-                break
-            last = frame.reformat(width=width, height=height, format=pixels).to_ndarray()
-        while k < count and last is not None and targets[k] < _end(stream, t):
-            out[k] = last
-            k += 1
+        decoded, rate = _decoded(container, start)
+        for k, image in enumerate(_shown(decoded, targets, _converter(height, width, color), rate), start=1):
+            out[k - 1] = image
     if k < count:
         raise ValueError(f"video ends before {targets[k]:.2f} s (window {start:.2f}-{start + duration:.2f} s)")
     return out
+
+
+def stream_clips(path: str | Path, start: float, duration: float, count: int, height: int, width: int,
+                 color: bool = False) -> Iterator[np.ndarray]:
+    """Consecutive clips [start + j * duration, start + (j + 1) * duration), j = 0, 1, ..., each sampled as
+    :func:`read_frames` samples one window (the same instants, the same shown-frame rule, the same scaler), in
+    one pass of decoding: memory holds one clip whatever the video's length. Ends with the last clip the file
+    covers whole; a decoding error raises ``av.error.FFmpegError`` after the clips before it were yielded.
+    """
+    targets = (t for j in itertools.count() for t in clip_instants(start + j * duration, duration, count))
+    clip = np.empty((count, height, width, 3) if color else (count, height, width), dtype=np.uint8)
+    with _open(Path(path)) as container:
+        decoded, rate = _decoded(container, start)
+        for k, image in enumerate(_shown(decoded, targets, _converter(height, width, color), rate)):
+            clip[k % count] = image
+            if k % count == count - 1:
+                yield clip.copy()
 
 
 def _end(stream, last_time: float) -> float:

@@ -17,7 +17,7 @@ import csv
 import math
 from collections import Counter
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import numpy as np
 from pydantic import Field
@@ -56,13 +56,26 @@ class S3VEOptions(SleepOptions):
     width: int = Field(112, ge=8, le=1920, description="frame width after resizing, pixels")
 
 
+def clip_sampling(options: S3VEOptions, epoch: float = EPOCH) -> dict:
+    """How an epoch (30 s) of infrared video becomes a student's clip: ``frames`` grayscale frames of ``height``
+    x ``width`` at evenly spaced instants. The one definition training clips and ``kdbench predict`` share."""
+    return {"duration": epoch, "count": options.frames, "height": options.height, "width": options.width}
+
+
+def night_clips(video: Path, start: float, options: S3VEOptions, epoch: float = EPOCH) -> Iterator[np.ndarray]:
+    """A whole video's consecutive epochs from video second ``start`` on, streamed, each in the stored form of
+    a training clip (``(1, frames, height, width)`` uint8, as :meth:`Reader.frames` gives it): what ``kdbench
+    predict`` reads. Ends with the last epoch the file covers whole."""
+    for clip in media.stream_clips(video, start, **clip_sampling(options, epoch)):
+        yield clip[None]
+
+
 class Reader(EEGReader):
     """EEG epoch (or, with ``context``, the sequence around it) for the teacher, infrared frames for the student."""
 
     def frames(self, n: int, epoch: int) -> np.ndarray:
-        night, o = self.nights[n], self.options
-        clip = media.read_frames(night.video, epoch * EPOCH - night.offset, EPOCH, o.frames, o.height, o.width)
-        return clip[None]
+        night = self.nights[n]
+        return media.read_frames(night.video, epoch * EPOCH - night.offset, **clip_sampling(self.options))[None]
 
     def decode(self, n: int, epoch: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
         out = {}
@@ -88,17 +101,40 @@ class S3VE(SleepDataset):
     #: the global defaults already are SACD's recipe (SGD lr 1e-3, wd 5e-4, batch 16, 80 epochs; teacher 58).
     run_defaults: ClassVar[dict] = {}
     SynthOptions = S3VESynthOptions
+    #: a whole night's video as student clips (``kdbench predict`` looks for this)
+    night_clips = staticmethod(night_clips)
 
     def __init__(self, options: S3VEOptions, seed: int) -> None:
         super().__init__(options, seed)
-        o = options
-        self.info = DatasetInfo(CLASS_NAMES, teacher_shape(o), (1, o.frames, o.height, o.width))
+        self.info = self.describe(options)
+
+    @classmethod
+    def describe(cls, options: S3VEOptions) -> DatasetInfo:
+        """The classes and input shapes, from the options alone (``kdbench predict`` builds a trained student
+        from them without the dataset's folder)."""
+        return DatasetInfo(CLASS_NAMES, teacher_shape(options), (1, options.frames, options.height, options.width))
 
     @classmethod
     def synthesize(cls, root: Path, options, seed: int, echo) -> None:
         from .synth import write_s3ve
 
         write_s3ve(root, options, seed, echo)
+
+    @staticmethod
+    def recorded_offset(video: Path) -> float | None:
+        """The ``video_offset`` ``subjects.csv`` records for a video inside a night folder of this layout, or
+        None (not such a folder, no such column or value)."""
+        table = video.parent.parent / TABLE
+        try:
+            with open(table, newline="", encoding="utf-8-sig") as handle:
+                for row in csv.DictReader(handle):
+                    row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                    if row.get("subject") == video.parent.name and row.get("video_offset"):
+                        value = float(row["video_offset"])
+                        return value if math.isfinite(value) else None
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError):
+            return None
+        return None
 
     # ------------------------------------------------------------- index
 

@@ -148,25 +148,30 @@ def write_psg(path: Path, signals: dict[str, np.ndarray], rate: float, start: dt
     edf.write(path)
 
 
-def stage_annotations(stages: list[str]) -> list[tuple[float, float, str]]:
-    """(onset s, duration s, description) per run of equal stages, as Sleep-EDF's hypnograms have them."""
+def stage_annotations(stages: list[str], epoch: float = 30.0, first: float = 0.0) -> list[tuple[float, float, str]]:
+    """(onset s, duration s, description) per run of equal stages, as Sleep-EDF's hypnograms have them; the
+    stages are consecutive epochs of ``epoch`` seconds from ``first`` seconds after the file's start."""
     runs = []
     k = 0
     while k < len(stages):
         j = k
         while j < len(stages) and stages[j] == stages[k]:
             j += 1
-        runs.append((30.0 * k, 30.0 * (j - k), STAGES[stages[k]][0]))
+        runs.append((first + epoch * k, epoch * (j - k), STAGES[stages[k]][0]))
         k = j
     return runs
 
 
-def write_hypnogram_edf(path: Path, stages: list[str], start: dt.datetime) -> None:
-    """An EDF+ file holding only annotations (no signals), like ``SC4001EC-Hypnogram.edf``."""
+def write_hypnogram_edf(path: Path, stages: list[str], start: dt.datetime | None, epoch: float = 30.0,
+                        first: float = 0.0) -> None:
+    """An EDF+ file holding only annotations (no signals), like ``SC4001EC-Hypnogram.edf``; ``start`` None
+    leaves EDF's placeholder date and time (the clock time is unknown)."""
     import edfio
 
-    edf = edfio.Edf([], recording=edfio.Recording(startdate=start.date()), starttime=start.time(),
-                    annotations=[edfio.EdfAnnotation(o, d, text) for o, d, text in stage_annotations(stages)])
+    edf = edfio.Edf([], recording=edfio.Recording(startdate=start.date() if start else None),
+                    starttime=start.time() if start else None,
+                    annotations=[edfio.EdfAnnotation(o, d, text) for o, d, text in stage_annotations(stages, epoch,
+                                                                                                     first)])
     edf.write(path)
 
 
