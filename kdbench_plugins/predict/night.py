@@ -32,11 +32,14 @@ class NightPrediction:
 
 
 def predict_clips(model: torch.nn.Module, clips: Iterator[np.ndarray], *, batch_size: int, device: torch.device,
-                  total: int | None = None, progress: bool = True, start: float = 0.0,
-                  epoch: float = 30.0) -> NightPrediction:
-    """Class probabilities per clip, ``batch_size`` clips per forward pass. ``total`` (the epochs the header
-    promises) only sizes the progress bar; ``start`` and ``epoch`` place a decoding error in video time."""
+                  total: int | None = None, progress: bool = True, start: float = 0.0, epoch: float = 30.0,
+                  amp: torch.dtype | None = None) -> NightPrediction:
+    """Class probabilities per clip, ``batch_size`` clips per forward pass, under autocast to ``amp`` if given
+    (the run's mixed precision, as its own evaluation ran). ``total`` (the epochs the header promises) only
+    sizes the progress bar; ``start`` and ``epoch`` place a decoding error in video time."""
     from tqdm import tqdm
+
+    from kdbench.engine.loop import autocast
 
     done: list[np.ndarray] = []
     batch: list[np.ndarray] = []
@@ -46,7 +49,7 @@ def predict_clips(model: torch.nn.Module, clips: Iterator[np.ndarray], *, batch_
         if not batch:
             return
         x = model_input(np.stack(batch)).to(device, non_blocking=True)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, amp):
             logits = model(x).logits
         done.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
         bar.update(len(batch))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdbench.engine.loop import amp_dtype
 from kdbench.errors import KdbenchError
 from kdbench.metrics import score
 
@@ -44,7 +45,7 @@ def predict_and_write(p, *, batch_size: int, progress: bool, echo=print) -> None
         echo(f"note: {note}")
     clips = s.dataset.night_clips(p.video, t.start, s.options, t.epoch)
     night = predict_clips(s.model, clips, batch_size=batch_size, device=p.device, total=p.expected or None,
-                          progress=progress, start=t.start, epoch=t.epoch)
+                          progress=progress, start=t.start, epoch=t.epoch, amp=amp_dtype(s.config.amp, p.device))
     n = len(night)
     if n == 0:
         raise KdbenchError(f"no whole epoch could be read from video {str(p.video)!r}"
