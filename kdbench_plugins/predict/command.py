@@ -100,6 +100,17 @@ def plan(run_id, checkpoint, video_arg, start, epoch, video_offset, psg_arg, out
                            "(its student.pt or checkpoint.pt), one of the two")
     notes: list[str] = []
     video, info = _video(video_arg)
+    psg = psg_clock = psg_path = None
+    if psg_arg:
+        if not math.isclose(epoch, 30.0):
+            raise KdbenchError(f"--psg-hypnogram is scored in 30-s epochs; drop --epoch-seconds {epoch:g} to compare")
+        psg, psg_clock, psg_path = _psg(psg_arg)
+    name = video.stem if video.stem != "video" else video.parent.name   # S004/video.avi -> hypnogram-S004
+    out = Path(out_arg).expanduser() if out_arg else Path(f"hypnogram-{name}")
+    taken = [name for name in outputs.ALL if (out / name).exists()]
+    if taken and not overwrite:
+        raise KdbenchError(f"{out} already holds {', '.join(taken)} from an earlier prediction: pass --overwrite "
+                           f"or another --out")
     device = resolve_device(device_name)
     payload, origin = student.fetch_run(run_id, tracking_uri) if run_id else student.read_checkpoint(checkpoint)
     trained = student.rebuild(payload, origin, plugins(), device)
@@ -114,11 +125,6 @@ def plan(run_id, checkpoint, video_arg, start, epoch, video_offset, psg_arg, out
             video_offset = 0.0
             if psg_arg:
                 notes.append("no --video-offset: the video and the PSG are taken to start together")
-    psg = psg_clock = psg_path = None
-    if psg_arg:
-        if not math.isclose(epoch, 30.0):
-            raise KdbenchError(f"--psg-hypnogram is scored in 30-s epochs; drop --epoch-seconds {epoch:g} to compare")
-        psg, psg_clock, psg_path = _psg(psg_arg)
     clock = psg_clock or ((c - dt.timedelta(seconds=video_offset)) if (c := _video_clock(video)) else None)
     timeline = Timeline(start, video_offset, epoch, clock) if start is not None else \
         Timeline.aligned(video_offset, epoch, clock)
@@ -138,12 +144,6 @@ def plan(run_id, checkpoint, video_arg, start, epoch, video_offset, psg_arg, out
         if first >= len(psg) or not (psg[first:first + max(expected, 1)] >= 0).any():
             raise KdbenchError(f"--psg-hypnogram {psg_arg!r} scores no epoch the video covers (it scores PSG epochs "
                                f"0-{len(psg) - 1}, the video starts at PSG epoch {first}): check --video-offset")
-
-    out = Path(out_arg).expanduser() if out_arg else Path(f"hypnogram-{video.stem if video.stem != 'video' else video.parent.name}")
-    taken = [name for name in outputs.ALL if (out / name).exists()]
-    if taken and not overwrite:
-        raise KdbenchError(f"{out} already holds {', '.join(taken)} from an earlier prediction: pass --overwrite "
-                           f"or another --out")
     check_writable(out, 16 << 20, "output folder", "pass another --out")
     return Plan(video, out, trained, timeline, expected, duration, psg, psg_path, device, notes)
 
@@ -151,7 +151,8 @@ def plan(run_id, checkpoint, video_arg, start, epoch, video_offset, psg_arg, out
 @click.command("predict")
 @click.option("--run", "run_id", metavar="RUN_ID", help="a finished student run (`kdbench runs --tag role=student`)")
 @click.option("--checkpoint", metavar="PATH", help="or its student.pt (run artifact) or training checkpoint.pt")
-@click.option("--video", "video_arg", required=True, metavar="PATH", help="the night's infrared video (.avi, .mp4, ...)")
+@click.option("--video", "video_arg", required=True, metavar="PATH",
+              help="the night's infrared video (.avi, .mp4, ...)")
 @click.option("--start", type=float, metavar="S",
               help="video second where the first epoch starts (default: the first start on the PSG's 30-s grid, "
                    "i.e. 0 when the video and the PSG start together)")

@@ -78,8 +78,8 @@ def hypnogram_layout(n: int, stages: np.ndarray, timeline: Timeline) -> tuple[li
     codes = [RK_CODE[s] for s in stages[:n]]
     first = timeline.first_psg_epoch
     if first is None:
-        return codes, timeline.psg_time(0), (f"the epochs are off the PSG's {timeline.epoch:g}-s grid, so {HYPNOGRAM_EDF} "
-                                             f"and {HYPNOGRAM_CSV} start at the first predicted epoch")
+        return codes, timeline.psg_time(0), (f"the epochs are off the PSG's {timeline.epoch:g}-s grid, so "
+                                             f"{HYPNOGRAM_EDF} and {HYPNOGRAM_CSV} start at the first predicted epoch")
     return [UNSCORED] * first + codes, 0.0, ""
 
 

@@ -28,6 +28,8 @@ def _hypnogram(ax, x, stages: np.ndarray, title: str) -> None:
     ax.step(x, np.append(levels, levels[-1:]), where="post", color="black", linewidth=0.9)
     for j in np.flatnonzero(stages == CLASS_NAMES.index("REM")):
         ax.plot([x[j], x[j + 1]], [LEVEL[4]] * 2, color=COLORS["REM"], linewidth=4, solid_capstyle="butt")
+    for j in np.flatnonzero(stages < 0):   # unscored or movement: shaded, so a gap is not read as a stage
+        ax.axvspan(x[j], x[j + 1], color="0.85", linewidth=0)
     ax.set_yticks([LEVEL[k] for k in range(len(CLASS_NAMES))], CLASS_NAMES)
     ax.set_ylim(-0.5, 4.5)
     ax.set_title(title, loc="left", fontsize=10)
@@ -47,8 +49,12 @@ def plot_night(path: Path, stages: np.ndarray, probabilities: np.ndarray, timeli
     fig, axes = plt.subplots(rows, 1, figsize=(12, 2.2 * rows + 0.8), sharex=True,
                              gridspec_kw={"height_ratios": [2] * (rows - 1) + [1.5]})
     if psg is not None:
-        _hypnogram(axes[0], x, psg, "PSG hypnogram (scored)")
-    _hypnogram(axes[rows - 2], x, stages, "predicted from video")
+        _hypnogram(axes[0], x, psg, "PSG hypnogram (scored; grey: unscored or movement)")
+        scored = psg >= 0
+        agree = float((psg[scored] == stages[scored]).mean()) if scored.any() else float("nan")
+        _hypnogram(axes[1], x, stages, f"predicted from video ({agree:.0%} of the scored epochs agree)")
+    else:
+        _hypnogram(axes[0], x, stages, "predicted from video")
     ax = axes[-1]
     bottom = np.zeros(n)
     for k, name in enumerate(CLASS_NAMES):

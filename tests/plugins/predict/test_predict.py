@@ -277,3 +277,14 @@ def test_a_failure_while_writing_leaves_no_file(trained, predict, tmp_path, monk
     with pytest.raises(OSError):
         predict("--video", str(trained.data / "S004" / "video.avi"), "--out", "o")
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_epochs_off_the_psg_grid_start_the_hypnogram_files_at_the_first_epoch(trained, predict, tmp_path):
+    done = predict("--video", str(trained.data / "S002" / "video.avi"), "--start", "7", "--out", "off")
+    assert done.code == 0, done.err
+    assert "off the PSG's 30-s grid" in done.out
+    rows = _rows(tmp_path / "off" / outputs.EPOCHS_CSV)
+    assert float(rows[0]["video_s"]) == 7.0 and float(rows[1]["video_s"]) == 37.0
+    stages = np.array([CLASS_NAMES.index(r["stage"]) for r in rows])
+    hyp = read_hypnogram(tmp_path / "off" / outputs.HYPNOGRAM_CSV)
+    assert not hyp.error and (hyp.codes == stages).all()      # no leading unscored epochs: epoch 0 is video 7 s
