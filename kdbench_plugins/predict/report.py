@@ -13,22 +13,7 @@ from ..datasets.sleep.hypnogram import CLASS_NAMES, GAP
 from . import outputs
 from .night import predict_clips
 from .plot import plot_night
-from .sleepstats import STATISTICS, sleep_statistics
-
-
-def stats_table(columns: dict[str, dict]) -> str:
-    """The statistics of one or more hypnograms side by side (one column each), as a reader wants them."""
-    def cell(value, unit: str) -> str:
-        return "-" if value is None else (f"{float(value):.1f}" if unit else str(int(value)))
-
-    names = list(columns)
-    rows = [(label + (f" ({unit})" if unit else ""), *(cell(columns[n][key], unit) for n in names))
-            for key, label, unit in STATISTICS]
-    width = max(len(r[0]) for r in rows)
-    widths = [max(len(n), *(len(r[i + 1]) for r in rows)) for i, n in enumerate(names)]
-    lines = [" " * width + "".join(f"  {n:>{w}}" for n, w in zip(names, widths))]
-    lines += [f"{r[0]:<{width}}" + "".join(f"  {c:>{w}}" for c, w in zip(r[1:], widths)) for r in rows]
-    return "\n".join(lines)
+from .sleepstats import format_statistics, sleep_statistics
 
 
 def predict_and_write(p, *, batch_size: int, progress: bool, echo=print) -> None:
@@ -81,7 +66,7 @@ def predict_and_write(p, *, batch_size: int, progress: bool, echo=print) -> None
                  "clock_start": t.wall(0).isoformat(timespec="seconds") if t.clock else None,
                  "warnings": warnings}
         outputs.write_json(folder / outputs.STATS_JSON, {**about, "statistics": columns})
-        (folder / outputs.STATS_TXT).write_text(stats_table(columns) + "\n")
+        (folder / outputs.STATS_TXT).write_text(format_statistics(columns) + "\n")
         if agreement is not None:
             outputs.write_json(folder / outputs.AGREEMENT_JSON, {**about, "psg_hypnogram": str(p.psg_path),
                                                                  **outputs.agreement_dict(*agreement)})
@@ -91,7 +76,7 @@ def predict_and_write(p, *, batch_size: int, progress: bool, echo=print) -> None
         written = sorted(f.name for f in folder.iterdir())
 
     echo("")
-    echo(stats_table(columns))
+    echo(format_statistics(columns))
     if agreement is not None:
         echo("")
         echo(outputs.agreement_text(*agreement))

@@ -129,24 +129,21 @@ def sleep_statistics(codes, epoch_seconds: float = 30.0) -> dict[str, float | in
     return stats
 
 
-def format_statistics(stats: dict[str, float | int | None]) -> str:
-    """``stats`` (from :func:`sleep_statistics`) as an aligned text table, one line per statistic in the order
-    of :data:`STATISTICS`: minutes and percentages with one decimal, counts as integers, "-" when undefined.
-    Keys not in :data:`STATISTICS` are not shown; a missing one raises KeyError (the table would be wrong)."""
-    cells = []
-    for key, label, unit in STATISTICS:
-        value = stats[key]
-        if value is None:
-            text = "-"
-        elif unit:
-            text = f"{float(value):.1f}"
-        else:
-            text = str(int(value))
-        cells.append((label, text, unit))
-    label_width = max(len(label) for label, _, _ in cells)
-    value_width = max(len(text) for _, text, _ in cells)
-    return "\n".join(f"{label:<{label_width}}  {text:>{value_width}} {unit}".rstrip()
-                     for label, text, unit in cells)
+def format_statistics(columns: dict[str, dict[str, float | int | None]]) -> str:
+    """Nights' statistics (from :func:`sleep_statistics`) side by side, a column per name (e.g. "predicted" and
+    "PSG"), a line per statistic in the order of :data:`STATISTICS` with its unit in the label: minutes and
+    percentages with one decimal, counts as integers, "-" when undefined. A missing key raises KeyError."""
+    def cell(value, unit: str) -> str:
+        return "-" if value is None else (f"{float(value):.1f}" if unit else str(int(value)))
+
+    names = list(columns)
+    rows = [(label + (f" ({unit})" if unit else ""), *(cell(columns[n][key], unit) for n in names))
+            for key, label, unit in STATISTICS]
+    width = max(len(r[0]) for r in rows)
+    widths = [max(len(n), *(len(r[i + 1]) for r in rows)) for i, n in enumerate(names)]
+    lines = [" " * width + "".join(f"  {n:>{w}}" for n, w in zip(names, widths))]
+    lines += [f"{r[0]:<{width}}" + "".join(f"  {c:>{w}}" for c, w in zip(r[1:], widths)) for r in rows]
+    return "\n".join(lines)
 
 
 def _validated_codes(codes) -> np.ndarray:

@@ -176,21 +176,18 @@ def test_accepts_lists_tuples_and_any_integer_or_whole_float_array():
 
 
 def test_format_statistics_is_an_aligned_table_in_documented_order():
-    table = format_statistics(sleep_statistics(NIGHT))
-    lines = table.splitlines()
-    assert [line.split("  ")[0] for line in lines] == [label for _, label, _ in STATISTICS]
-    assert "Total sleep time (TST)" in lines[1] and lines[1].endswith(" 5.0 min")
-    assert lines[2].endswith(" 62.5 %")                              # SE
-    assert lines[8].startswith("Awakenings") and lines[8].endswith(" 2")  # a count: no decimals, no unit
-    # the values line up: each ends at the same column before its unit
-    units = [unit for _, _, unit in STATISTICS]
-    value_ends = {len(line) - len(unit) - (1 if unit else 0) for line, unit in zip(lines, units, strict=True)}
-    assert len(value_ends) == 1
-
-    empty = format_statistics(sleep_statistics([W, W]))
-    sol = next(line for line in empty.splitlines() if line.startswith("Sleep onset latency (SOL)"))
-    assert sol.split()[-2:] == ["-", "min"]
-    assert format_statistics(sleep_statistics(NIGHT, epoch_seconds=20)).splitlines()[0].endswith(" 5.3 min")  # 16/3
+    table = format_statistics({"night": sleep_statistics(NIGHT), "other": sleep_statistics([W, W])})
+    header, *lines = table.splitlines()
+    assert header.split() == ["night", "other"]
+    assert [line.split("  ")[0] for line in lines] == [label + (f" ({unit})" if unit else "")
+                                                      for _, label, unit in STATISTICS]
+    assert lines[1].startswith("Total sleep time (TST) (min)") and lines[1].split()[-2:] == ["5.0", "0.0"]
+    assert lines[2].split()[-2:] == ["62.5", "0.0"]                           # SE
+    assert lines[8].startswith("Awakenings") and lines[8].split()[-2:] == ["2", "0"]  # a count: no decimals
+    assert lines[3].split()[-2:] == ["1.0", "-"]                              # SOL: none without sleep
+    assert len({len(line) for line in [header, *lines]}) == 1                 # the columns line up
+    twenty = format_statistics({"n": sleep_statistics(NIGHT, epoch_seconds=20)}).splitlines()[1]
+    assert twenty.endswith(" 5.3")                                            # TIB 16 * 20 s = 16/3 min
 
 
 # ---------------------------------------------------------------------------------------------------------------
