@@ -113,7 +113,7 @@ def agreement_text(scores: Scores, compared: int, unscored: int) -> str:
     """Accuracy, MF1, kappa, per-stage accuracy and the confusion matrix, as a reader wants them."""
     names = scores.class_names
     lines = [f"agreement with the PSG hypnogram over {compared} epochs"
-             + (f" ({unscored} unscored PSG epochs left out)" if unscored else ""),
+             + (f" ({unscored} unscored PSG epoch{'s' * (unscored != 1)} left out)" if unscored else ""),
              f"  accuracy {scores.accuracy:.3f}   MF1 {scores.mf1:.3f}   Cohen's kappa {scores.kappa:.3f}",
              "  per-stage accuracy (recall): " + "  ".join(f"{c} {v:.3f}" for c, v in
                                                          zip(names, scores.per_class_accuracy)),
