@@ -18,11 +18,34 @@ import click
 from kdbench.errors import KdbenchError, first_line
 from kdbench.runs import tracking_uri_option
 
+#: the largest video offset taken seriously (s): more is a unit mistake, and would write a hypnogram of years
+MAX_OFFSET = 48 * 3600.0
+
+
+class Finite(click.ParamType):
+    """A finite float, at least ``low`` when given (click's FloatRange lets NaN and infinity through)."""
+
+    name = "float"
+
+    def __init__(self, low: float | None = None) -> None:
+        self.low = low
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or (self.low is not None and number < self.low):
+            self.fail(f"{value!r} is not a finite number" + (f" of at least {self.low:g}" if self.low else ""),
+                      param, ctx)
+        return number
+
 
 @dataclass
 class Plan:
     video: Path
     out: Path
+    created: bool                 # the output folder is this command's (removed again if nothing is written)
     student: object               # student.TrainedStudent
     timeline: object              # timeline.Timeline
     expected: int                 # whole epochs the header promises from the start
@@ -39,6 +62,8 @@ def _video(path: str):
     video = Path(path).expanduser()
     if not video.is_file():
         raise KdbenchError(f"video {path!r} does not exist" if not video.exists() else f"video {path!r} is a folder")
+    if video.stat().st_size == 0:
+        raise KdbenchError(f"video {path!r} is empty (0 bytes)")
     try:
         info = media.probe(video)
     except Exception as error:  # noqa: BLE001 - any reader failure is the file's fault: one line
@@ -46,21 +71,30 @@ def _video(path: str):
     return video, info
 
 
+#: years a clock may name; cameras without a set clock write 1970 or 1904, and EDF dates stop at 2084
+PLAUSIBLE_YEARS = range(1985, 2085)
+
+
 def _video_clock(video: Path) -> dt.datetime | None:
-    """The container's ``creation_time``, when the camera wrote one."""
+    """The container's ``creation_time`` (UTC by the MP4/MKV conventions) in this machine's local time, when the
+    camera wrote a plausible one; None for none or an unset clock."""
     import av
 
     try:
         with av.open(str(video), metadata_errors="ignore") as container:
             stamp = container.metadata.get("creation_time") or container.streams.video[0].metadata.get("creation_time")
-        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).replace(tzinfo=None) if stamp else None
+        if not stamp:
+            return None
+        when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        when = (when.astimezone() if when.tzinfo else when).replace(tzinfo=None)
+        return when if when.year in PLAUSIBLE_YEARS else None
     except Exception:  # noqa: BLE001 - a clock is a nicety: without one the plot shows hours
         return None
 
 
 def _psg(path: str):
     """(codes from PSG time 0, the PSG's clock start or None) of a hypnogram in a format ``s3ve`` reads."""
-    from ..datasets.sleep.hypnogram import read_hypnogram
+    from ..datasets.sleep.hypnogram import ALLOWED_TEXT, read_hypnogram
 
     file = Path(path).expanduser()
     if not file.is_file():
@@ -71,8 +105,11 @@ def _psg(path: str):
     if hyp.foreign:
         _, where, text = hyp.foreign[0]
         raise KdbenchError(f"--psg-hypnogram {path!r}: {len(hyp.foreign)} epoch(s) with labels that are not stages "
-                           f"(e.g. {where}: {text!r})")
-    return hyp.codes, _edf_clock(file) if file.suffix.lower() == ".edf" else None, file
+                           f"(e.g. {where}: {text!r}; accepted: {ALLOWED_TEXT})")
+    if not len(hyp.codes):
+        raise KdbenchError(f"--psg-hypnogram {path!r} holds no epochs")
+    clock = _edf_clock(file) if file.suffix.lower() == ".edf" else None
+    return hyp.codes, clock if clock and clock.year in PLAUSIBLE_YEARS else None, file
 
 
 def _edf_clock(file: Path) -> dt.datetime | None:
@@ -88,6 +125,7 @@ def _edf_clock(file: Path) -> dt.datetime | None:
 
 def plan(run_id, checkpoint, video_arg, start, epoch, video_offset, psg_arg, out_arg, device_name, overwrite,
          tracking_uri) -> Plan:
+    from kdbench.config import DEVICE
     from kdbench.engine.checkpoint import check_writable
     from kdbench.engine.loop import resolve_device
     from kdbench.plugins import plugins
@@ -105,12 +143,12 @@ def plan(run_id, checkpoint, video_arg, start, epoch, video_offset, psg_arg, out
         if not math.isclose(epoch, 30.0):
             raise KdbenchError(f"--psg-hypnogram is scored in 30-s epochs; drop --epoch-seconds {epoch:g} to compare")
         psg, psg_clock, psg_path = _psg(psg_arg)
-    name = video.stem if video.stem != "video" else video.parent.name   # S004/video.avi -> hypnogram-S004
-    out = Path(out_arg).expanduser() if out_arg else Path(f"hypnogram-{name}")
-    taken = [name for name in outputs.ALL if (out / name).exists()]
-    if taken and not overwrite:
-        raise KdbenchError(f"{out} already holds {', '.join(taken)} from an earlier prediction: pass --overwrite "
-                           f"or another --out")
+    out = _out_folder(out_arg, video, psg_path, overwrite)
+    if abs(video_offset or 0.0) > MAX_OFFSET:
+        raise KdbenchError(f"--video-offset {video_offset:g} s is more than {MAX_OFFSET / 3600:g} h: it is the PSG "
+                           f"time, in seconds, of the video's first frame")
+    if not DEVICE.match(device_name):
+        raise KdbenchError(f"--device {device_name!r}: use auto, cpu, cuda, cuda:N or mps")
     device = resolve_device(device_name)
     payload, origin = student.fetch_run(run_id, tracking_uri) if run_id else student.read_checkpoint(checkpoint)
     trained = student.rebuild(payload, origin, plugins(), device)
@@ -135,17 +173,45 @@ def plan(run_id, checkpoint, video_arg, start, epoch, video_offset, psg_arg, out
     if duration and expected < 1:
         raise KdbenchError(f"video {video_arg!r} holds {duration:.1f} s, less than one {epoch:g}-s epoch after its "
                            f"first epoch's start at {timeline.start:.2f} s: nothing to stage")
+    if not math.isclose(epoch, 30.0):
+        notes.append(f"the student was trained on 30-s clips; with {epoch:g}-s epochs its frames are sampled over "
+                     f"{epoch:g} s, and no {outputs.HYPNOGRAM_CSV} is written (the s3ve dataset reads 30-s epochs)")
     if psg is not None:
         first = timeline.first_psg_epoch
         if first is None:
-            raise KdbenchError(f"--start {timeline.start:g} puts the epochs at PSG time {timeline.psg_time(0):.2f} s, "
-                               f"off the PSG hypnogram's 30-s grid: leave --start out (the first epoch then starts "
-                               f"on the grid) or move it by whole epochs")
+            where = "before the PSG's start" if timeline.psg_time(0) < 0 else "off the PSG hypnogram's 30-s grid"
+            raise KdbenchError(f"--start {timeline.start:g} puts the first epoch at PSG time "
+                               f"{timeline.psg_time(0):.2f} s, {where}: leave --start out (the first epoch then "
+                               f"starts on the grid, at or after the PSG's start) or move it by whole epochs")
         if first >= len(psg) or not (psg[first:first + max(expected, 1)] >= 0).any():
             raise KdbenchError(f"--psg-hypnogram {psg_arg!r} scores no epoch the video covers (it scores PSG epochs "
                                f"0-{len(psg) - 1}, the video starts at PSG epoch {first}): check --video-offset")
+    created = not out.exists()
     check_writable(out, 16 << 20, "output folder", "pass another --out")
-    return Plan(video, out, trained, timeline, expected, duration, psg, psg_path, device, notes)
+    return Plan(video, out, created, trained, timeline, expected, duration, psg, psg_path, device, notes)
+
+
+def _out_folder(out_arg: str | None, video: Path, psg: Path | None, overwrite: bool) -> Path:
+    """The output folder, refused when writing there could destroy anything but an earlier prediction."""
+    from . import outputs
+
+    name = video.stem if video.stem != "video" else video.parent.name   # S004/video.avi -> hypnogram-S004
+    out = Path(out_arg).expanduser() if out_arg else Path(f"hypnogram-{name}")
+    if out.exists() and not out.is_dir():
+        raise KdbenchError(f"--out {str(out)!r} is a file, not a folder")
+    inputs = {path.resolve(): option for path, option in ((video, "--video"), (psg, "--psg-hypnogram")) if path}
+    for file in outputs.ALL:
+        if (option := inputs.get((out / file).resolve())) is not None:
+            raise KdbenchError(f"--out {str(out)!r}: the prediction's {file} would replace the {option} file itself; "
+                               f"choose another --out")
+    taken = [file for file in outputs.ALL if (out / file).exists()]
+    if taken and not (out / outputs.STATS_JSON).is_file():
+        raise KdbenchError(f"--out {str(out)!r} holds {', '.join(taken)}, which no prediction wrote (there is no "
+                           f"{outputs.STATS_JSON} beside it): choose another --out")
+    if taken and not overwrite:
+        raise KdbenchError(f"--out {str(out)!r} holds an earlier prediction ({', '.join(taken)}): pass --overwrite "
+                           f"to replace it, or another --out")
+    return out
 
 
 @click.command("predict")
@@ -153,12 +219,12 @@ def plan(run_id, checkpoint, video_arg, start, epoch, video_offset, psg_arg, out
 @click.option("--checkpoint", metavar="PATH", help="or its student.pt (run artifact) or training checkpoint.pt")
 @click.option("--video", "video_arg", required=True, metavar="PATH",
               help="the night's infrared video (.avi, .mp4, ...)")
-@click.option("--start", type=float, metavar="S",
+@click.option("--start", type=Finite(), metavar="S",
               help="video second where the first epoch starts (default: the first start on the PSG's 30-s grid, "
                    "i.e. 0 when the video and the PSG start together)")
-@click.option("--epoch-seconds", "epoch", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+@click.option("--epoch-seconds", "epoch", type=Finite(1.0), default=30.0, show_default=True,
               help="seconds per epoch (the student was trained on 30-s clips)")
-@click.option("--video-offset", type=float, metavar="O",
+@click.option("--video-offset", type=Finite(), metavar="O",
               help="PSG time (s) of the video's first frame, as subjects.csv's video_offset (default: that file's "
                    "value when the video is in an s3ve night folder, else 0)")
 @click.option("--psg-hypnogram", "psg_arg", metavar="FILE",

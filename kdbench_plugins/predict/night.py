@@ -37,6 +37,7 @@ def predict_clips(model: torch.nn.Module, clips: Iterator[np.ndarray], *, batch_
     """Class probabilities per clip, ``batch_size`` clips per forward pass, under autocast to ``amp`` if given
     (the run's mixed precision, as its own evaluation ran). ``total`` (the epochs the header promises) only
     sizes the progress bar; ``start`` and ``epoch`` place a decoding error in video time."""
+    import av
     from tqdm import tqdm
 
     from kdbench.engine.loop import autocast
@@ -63,7 +64,7 @@ def predict_clips(model: torch.nn.Module, clips: Iterator[np.ndarray], *, batch_
                 clip = next(clips)
             except StopIteration:
                 break
-            except Exception as error:  # noqa: BLE001 - a damaged file: keep what was read, say where it broke
+            except (av.error.FFmpegError, OSError, ValueError) as error:  # damage: keep what was read, say where
                 at = start + count * epoch
                 stopped = (f"decoding failed in epoch {count + 1} (video {at:.1f}-{at + epoch:.1f} s): "
                            f"{first_line(error)}")

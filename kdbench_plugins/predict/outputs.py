@@ -40,17 +40,37 @@ UNSCORED = "?"
 
 @contextmanager
 def staged(folder: Path) -> Iterator[Path]:
-    """A scratch folder inside ``folder``; its files replace those of ``folder`` only if the block succeeds."""
+    """A scratch folder inside ``folder``; if the block succeeds its files replace those of ``folder``, and an
+    earlier prediction's files that this one did not write (``agreement.*`` of a run with a PSG hypnogram) go,
+    so the folder never mixes two predictions. Scratch folders of processes that died are removed first."""
     folder.mkdir(parents=True, exist_ok=True)
+    for left in folder.glob(".predict-*.partial"):
+        pid = left.name[len(".predict-"):-len(".partial")]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
     scratch = folder / f".predict-{os.getpid()}.partial"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
         yield scratch
-        for path in sorted(scratch.iterdir()):
-            os.replace(path, folder / path.name)
+        written = {path.name for path in scratch.iterdir()}
+        for name in sorted(written):
+            os.replace(scratch / name, folder / name)
+        for name in ALL:
+            if name not in written:
+                (folder / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process
+        return True
+    return True
 
 
 def write_epochs(path: Path, stages: np.ndarray, probabilities: np.ndarray, timeline: Timeline,
@@ -58,12 +78,14 @@ def write_epochs(path: Path, stages: np.ndarray, probabilities: np.ndarray, time
     """One row per predicted epoch: its place in time, the stage, each stage's probability (and the PSG's)."""
     with open(path, "w", newline="") as handle:
         out = csv.writer(handle)
-        out.writerow(["epoch", "onset_s", "video_s", "clock", "stage", *(f"p_{c}" for c in CLASS_NAMES),
-                      *(["psg_stage"] if psg is not None else [])])
+        out.writerow(["epoch", "psg_epoch", "onset_s", "video_s", "clock", "stage",
+                      *(f"p_{c}" for c in CLASS_NAMES), *(["psg_stage"] if psg is not None else [])])
+        first = timeline.first_psg_epoch
         for j, (stage, p) in enumerate(zip(stages, probabilities)):
             wall = timeline.wall(j)
-            row = [j, f"{timeline.psg_time(j):.3f}", f"{timeline.start + j * timeline.epoch:.3f}",
-                   wall.isoformat(timespec="seconds") if wall else "", CLASS_NAMES[stage], *(f"{v:.6f}" for v in p)]
+            row = [j, "" if first is None else first + j, f"{timeline.psg_time(j):.3f}",
+                   f"{timeline.start + j * timeline.epoch:.3f}", wall.isoformat(timespec="seconds") if wall else "",
+                   CLASS_NAMES[stage], *(f"{v:.6f}" for v in p)]
             if psg is not None:
                 row.append(CLASS_NAMES[psg[j]] if psg[j] >= 0 else UNSCORED)
             out.writerow(row)
@@ -93,7 +115,8 @@ def write_hypnograms(folder: Path, stages: np.ndarray, timeline: Timeline) -> st
 
         start = (start + dt.timedelta(seconds=zero)).replace(microsecond=0)
     write_hypnogram_edf(folder / HYPNOGRAM_EDF, codes, start, epoch=timeline.epoch)
-    write_hypnogram_csv(folder / HYPNOGRAM_CSV, codes)
+    if timeline.epoch == 30.0:   # the CSV has no epoch length: its readers take 30 s
+        write_hypnogram_csv(folder / HYPNOGRAM_CSV, codes)
     return note
 
 
@@ -104,7 +127,9 @@ def write_json(path: Path, data: dict) -> None:
 def agreement_dict(scores: Scores, compared: int, unscored: int) -> dict:
     return {"epochs_compared": compared, "psg_unscored_skipped": unscored, "accuracy": scores.accuracy,
             "mf1": scores.mf1, "kappa": scores.kappa,
-            "per_stage_accuracy": dict(zip(scores.class_names, map(float, scores.per_class_accuracy))),
+            # a stage the PSG never scored has no accuracy (None), though MF1 counts it as 0 (kdbench.metrics)
+            "per_stage_accuracy": {c: (float(v) if n else None) for c, v, n in
+                                   zip(scores.class_names, scores.per_class_accuracy, scores.confusion.sum(1))},
             "confusion": {"rows": "PSG stage", "columns": "predicted stage", "classes": list(scores.class_names),
                           "matrix": scores.confusion.tolist()}}
 
@@ -115,8 +140,9 @@ def agreement_text(scores: Scores, compared: int, unscored: int) -> str:
     lines = [f"agreement with the PSG hypnogram over {compared} epochs"
              + (f" ({unscored} unscored PSG epoch{'s' * (unscored != 1)} left out)" if unscored else ""),
              f"  accuracy {scores.accuracy:.3f}   MF1 {scores.mf1:.3f}   Cohen's kappa {scores.kappa:.3f}",
-             "  per-stage accuracy (recall): " + "  ".join(f"{c} {v:.3f}" for c, v in
-                                                         zip(names, scores.per_class_accuracy)),
+             "  per-stage accuracy (recall): " + "  ".join(f"{c} {v:.3f}" if n else f"{c} -" for c, v, n in
+                                                         zip(names, scores.per_class_accuracy,
+                                                             scores.confusion.sum(1))),
              "  confusion (rows: PSG, columns: predicted):",
              "        " + "".join(f"{c:>7}" for c in names)]
     for c, row in zip(names, scores.confusion):

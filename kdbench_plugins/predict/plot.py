@@ -51,8 +51,9 @@ def plot_night(path: Path, stages: np.ndarray, probabilities: np.ndarray, timeli
     if psg is not None:
         _hypnogram(axes[0], x, psg, "PSG hypnogram (scored; grey: unscored or movement)")
         scored = psg >= 0
-        agree = float((psg[scored] == stages[scored]).mean()) if scored.any() else float("nan")
-        _hypnogram(axes[1], x, stages, f"predicted from video ({agree:.0%} of the scored epochs agree)")
+        agree = f"{(psg[scored] == stages[scored]).mean():.0%} of the scored epochs agree" if scored.any() \
+            else "the PSG scores none of these epochs"
+        _hypnogram(axes[1], x, stages, f"predicted from video ({agree})")
     else:
         _hypnogram(axes[0], x, stages, "predicted from video")
     ax = axes[-1]

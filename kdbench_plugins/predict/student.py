@@ -65,6 +65,9 @@ def rebuild(payload: dict, origin: str, plugins, device: torch.device) -> Traine
     """Check that the file holds a student of infrared sleep video, then build it and load its weights."""
     if not isinstance(payload, dict):
         raise KdbenchError(f"{origin} is not a kdbench student file (a {type(payload).__name__})")
+    if "student" not in payload and "state_dict" not in payload and "teacher" in payload:
+        raise KdbenchError(f"{origin} is a teacher's weights ({payload.get('teacher')!r}, as the teacher cache "
+                           f"keeps them), not a student's: pass a student run's student.pt or checkpoint.pt")
     state = payload.get("state_dict", payload.get("student"))
     if not isinstance(state, dict) or "config" not in payload:
         raise KdbenchError(f"{origin} holds no student weights with their run config (written by an older kdbench, "

@@ -11,6 +11,7 @@ lab's hypnogram.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 #: how far (s) an epoch may start from the PSG's grid and still be taken as on it (as the hypnogram reader)
@@ -26,8 +27,10 @@ class Timeline:
 
     @classmethod
     def aligned(cls, offset: float, epoch: float, clock: dt.datetime | None = None) -> Timeline:
-        """The first epoch that starts inside the video and on the PSG's grid."""
-        return cls((-offset) % epoch, offset, epoch, clock)
+        """The first epoch on the PSG's grid that starts inside the video and not before the PSG: PSG epoch
+        ``max(0, ceil(offset / epoch))``, at video second ``epoch * that - offset``."""
+        first = max(0, math.ceil(offset / epoch - 1e-9))
+        return cls(max(0.0, first * epoch - offset), offset, epoch, clock)
 
     def psg_time(self, j) -> float:
         return self.offset + self.start + self.epoch * j

@@ -9,7 +9,7 @@ shown at that instant (what a viewer would see), so the sampling does not depend
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -96,43 +96,81 @@ def clip_instants(start: float, duration: float, count: int) -> np.ndarray:
     return start + (np.arange(count) + 0.5) * (duration / count)
 
 
-def _shown(decoded: Iterator[tuple[float, object]], targets: Iterable[float], convert, rate: float) -> Iterator:
-    """For each target instant (increasing), the image shown at that instant: the last decoded frame whose time
-    is not after it. ``decoded`` yields (time, frame); ``convert`` turns a frame into an array, once per frame
-    that is shown (a night's video is mostly frames nobody samples). Stops when the frames run out; the last
-    frame is shown until ``1 / rate`` after its time. Raises ``ValueError`` for a target before the first frame.
+def _shown(decoded: Iterator[tuple[float, object]], targets: Iterable[float], convert,
+           rate: float) -> Iterator[tuple[np.ndarray, float]]:
+    """For each target instant (increasing), the image shown at that instant -- the last decoded frame whose time
+    is not after it -- and how long it had been shown by then (s). ``decoded`` yields (time, frame); ``convert``
+    turns a frame into an array, once per frame that is shown (a night's video is mostly frames nobody samples).
+    Stops when the frames run out; the last frame is shown until ``1 / rate`` after its time. Raises
+    ``ValueError`` for a target before the first frame.
     """
     targets = iter(targets)
     target = next(targets, None)
     last = image = None
-    t = 0.0
+    shown = t = 0.0
     for t, frame in decoded:
         while target is not None and t > target:   # this frame comes after the target: the previous one was shown
             if last is None:
                 raise ValueError(f"no frame before {target:.2f} s")
             if image is None:
                 image = convert(last)
-            yield image
+            yield image, target - shown
             target = next(targets, None)
         if target is None:
             return
-        last, image = frame, None
+        last, image, shown = frame, None, t
     while target is not None and last is not None and target < t + 1.0 / rate:
         if image is None:
             image = convert(last)
-        yield image
+        yield image, target - shown
         target = next(targets, None)
 
 
-def _decoded(container, start: float) -> tuple[Iterator[tuple[float, object]], float]:
+@dataclass
+class Damage:
+    """What a tolerant pass over a video met (:func:`stream_clips` fills it when given one)."""
+
+    skipped: list[float] = field(default_factory=list)   # video times (s) of packets that failed to decode
+    #: (clip index, seconds) of clips one of whose samples is a frame shown for longer than ``STALE`` (a gap)
+    stale: list[tuple[int, float]] = field(default_factory=list)
+
+
+#: a sampled frame shown for longer than this (s) means the video has a gap there
+STALE = 2.0
+#: a tolerant pass gives up after this many undecodable packets in a row (the rest of the file is garbage)
+MAX_BAD_PACKETS = 250
+
+
+def _tolerant(container, stream, damage: Damage) -> Iterator:
+    """The stream's frames, decoded packet by packet, skipping (and recording) packets that fail to decode.
+    Healthy packets give exactly the frames ``container.decode(stream)`` gives."""
+    import av
+
+    in_a_row = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            damage.skipped.append(float(packet.pts * stream.time_base) if packet.pts is not None else float("nan"))
+            in_a_row += 1
+            if in_a_row > MAX_BAD_PACKETS:
+                raise
+            continue
+        in_a_row = 0
+        yield from frames
+
+
+def _decoded(container, start: float, damage: Damage | None = None) -> tuple[Iterator[tuple[float, object]], float]:
     """(time, frame) of the first video stream's frames from about ``start`` on (seeking to the keyframe before
-    ``start - 1`` s when that is past the first second), and the stream's frame rate."""
+    ``start - 1`` s when that is past the first second), and the stream's frame rate. With ``damage``, packets
+    that fail to decode are skipped and recorded instead of ending the pass."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     base = stream.time_base
     if start > 1.0:
         container.seek(int(max(start - 1.0, 0.0) / base), stream=stream, backward=True)
-    frames = ((float(f.pts * base) if f.pts is not None else float(f.time or 0.0), f) for f in container.decode(stream))
+    source = container.decode(stream) if damage is None else _tolerant(container, stream, damage)
+    frames = ((float(f.pts * base) if f.pts is not None else float(f.time or 0.0), f) for f in source)
     return frames, float(stream.average_rate or 25)
 
 
@@ -154,7 +192,7 @@ def read_frames(path: str | Path, start: float, duration: float, count: int, hei
     k = 0
     with _open(Path(path)) as container:
         decoded, rate = _decoded(container, start)
-        for k, image in enumerate(_shown(decoded, targets, _converter(height, width, color), rate), start=1):
+        for k, (image, _) in enumerate(_shown(decoded, targets, _converter(height, width, color), rate), start=1):
             out[k - 1] = image
     if k < count:
         raise ValueError(f"video ends before {targets[k]:.2f} s (window {start:.2f}-{start + duration:.2f} s)")
@@ -162,19 +200,26 @@ def read_frames(path: str | Path, start: float, duration: float, count: int, hei
 
 
 def stream_clips(path: str | Path, start: float, duration: float, count: int, height: int, width: int,
-                 color: bool = False) -> Iterator[np.ndarray]:
+                 color: bool = False, damage: Damage | None = None) -> Iterator[np.ndarray]:
     """Consecutive clips [start + j * duration, start + (j + 1) * duration), j = 0, 1, ..., each sampled as
     :func:`read_frames` samples one window (the same instants, the same shown-frame rule, the same scaler), in
     one pass of decoding: memory holds one clip whatever the video's length. Ends with the last clip the file
-    covers whole; a decoding error raises ``av.error.FFmpegError`` after the clips before it were yielded.
+    covers whole. Without ``damage`` a decoding error raises ``av.error.FFmpegError`` after the clips before it
+    were yielded; with it, undecodable packets are skipped and recorded, and so are clips that sample a frame
+    shown for longer than :data:`STALE` (a gap in the video).
     """
     targets = (t for j in itertools.count() for t in clip_instants(start + j * duration, duration, count))
     clip = np.empty((count, height, width, 3) if color else (count, height, width), dtype=np.uint8)
+    oldest = 0.0
     with _open(Path(path)) as container:
-        decoded, rate = _decoded(container, start)
-        for k, image in enumerate(_shown(decoded, targets, _converter(height, width, color), rate)):
+        decoded, rate = _decoded(container, start, damage)
+        for k, (image, age) in enumerate(_shown(decoded, targets, _converter(height, width, color), rate)):
             clip[k % count] = image
+            oldest = max(oldest, age)
             if k % count == count - 1:
+                if damage is not None and oldest > STALE:
+                    damage.stale.append((k // count, oldest))
+                oldest = 0.0
                 yield clip.copy()
 
 

@@ -62,11 +62,12 @@ def clip_sampling(options: S3VEOptions, epoch: float = EPOCH) -> dict:
     return {"duration": epoch, "count": options.frames, "height": options.height, "width": options.width}
 
 
-def night_clips(video: Path, start: float, options: S3VEOptions, epoch: float = EPOCH) -> Iterator[np.ndarray]:
+def night_clips(video: Path, start: float, options: S3VEOptions, epoch: float = EPOCH,
+                damage: media.Damage | None = None) -> Iterator[np.ndarray]:
     """A whole video's consecutive epochs from video second ``start`` on, streamed, each in the stored form of
     a training clip (``(1, frames, height, width)`` uint8, as :meth:`Reader.frames` gives it): what ``kdbench
-    predict`` reads. Ends with the last epoch the file covers whole."""
-    for clip in media.stream_clips(video, start, **clip_sampling(options, epoch)):
+    predict`` reads. Ends with the last epoch the file covers whole; ``damage``: see ``media.stream_clips``."""
+    for clip in media.stream_clips(video, start, **clip_sampling(options, epoch), damage=damage):
         yield clip[None]
 
 

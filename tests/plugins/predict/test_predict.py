@@ -108,6 +108,9 @@ def test_timeline_aligns_on_the_psg_grid():
     assert Timeline.aligned(5.0, 30.0).start == 25.0 and Timeline.aligned(5.0, 30.0).first_psg_epoch == 1
     assert Timeline(7.0, 0.0, 30.0, None).first_psg_epoch is None      # off the grid by 7 s
     assert Timeline(60.5, 0.0, 30.0, None).first_psg_epoch == 2        # within the reader's 1-s slack
+    camera_first = Timeline.aligned(-65.0, 30.0)                       # the camera ran 65 s before the PSG
+    assert camera_first.start == 65.0 and camera_first.first_psg_epoch == 0
+    assert Timeline(5.0, -65.0, 30.0, None).first_psg_epoch is None    # PSG time -60 s: before the PSG
 
 
 # --------------------------------------------------------------------------- a night, staged
@@ -240,9 +243,11 @@ def test_bad_input_is_one_line_and_writes_nothing(trained, predict, tmp_path):
                                               "--psg-hypnogram", str(trained.data / "S001" / "hypnogram.edf")),
         "--psg-hypnogram": ("--video", video, "--psg-hypnogram", str(tmp_path / "notes.avi")),
     }
+    cases["--device 'tpu'"] = ("--video", video, "--device", "tpu")
+    cases["is a file, not a folder"] = ("--video", video, "--out", str(tmp_path / "notes.avi"))
     students = {"no run 'nope'": ("--run", "nope"), "--run RUN_ID": ()}
     for expected, args in cases.items():
-        line = _one_line(predict(*args, "--out", "o", student=students.get(expected)))
+        line = _one_line(predict("--out", "o", *args, student=students.get(expected)))
         assert expected in line, line
         assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir()), expected
 
@@ -250,6 +255,9 @@ def test_bad_input_is_one_line_and_writes_nothing(trained, predict, tmp_path):
         "trained on eeg (direction = reverse)": {"direction": "reverse"},
         "has no nights of video": {"dataset__name": "synthetic"},
     }
+    nan = predict("--video", video, "--start", "nan", "--out", "o")
+    assert nan.code == 2 and "'nan' is not a finite number" in nan.err and "Traceback" not in nan.err
+
     for expected, change in trained_on.items():
         line = _one_line(predict("--video", video, "--out", "o", student=("--checkpoint",
                                                                            _doctored(trained, tmp_path, **change))))
@@ -265,6 +273,28 @@ def test_an_earlier_prediction_is_kept_unless_overwrite(trained, predict, tmp_pa
     assert "--overwrite" in line
     assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == before
     assert predict("--video", video, "--out", "o", "--overwrite").code == 0
+    # a prediction with a PSG hypnogram, replaced by one without: its agreement files go with it
+    psg = str(trained.data / "S004" / "hypnogram.csv")   # this generator writes every second night's as CSV
+    assert predict("--video", video, "--psg-hypnogram", psg, "--out", "o", "--overwrite").code == 0
+    assert (tmp_path / "o" / outputs.AGREEMENT_JSON).exists()
+    assert predict("--video", video, "--out", "o", "--overwrite").code == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(set(outputs.ALL) - {outputs.AGREEMENT_JSON,
+                                                                                             outputs.AGREEMENT_TXT})
+
+
+def test_a_night_folder_is_never_an_output_folder(trained, predict, tmp_path):
+    night = Path(shutil.copytree(trained.data / "S001", tmp_path / "S001"))
+    before = {p.name: p.read_bytes() for p in night.iterdir()}
+    for extra in ((), ("--overwrite",)):
+        line = _one_line(predict("--video", str(night / "video.avi"), "--psg-hypnogram", str(night / "hypnogram.edf"),
+                                 "--out", str(night), *extra))
+        assert "would replace the --psg-hypnogram file itself" in line, line
+    (night / "hypnogram.edf").rename(night / "scored.edf")
+    (night / "hypnogram.csv").write_text("epoch,stage\n0,W\n")
+    line = _one_line(predict("--video", str(night / "video.avi"), "--out", str(night), "--overwrite"))
+    assert "which no prediction wrote" in line, line
+    assert (night / "hypnogram.csv").read_text() == "epoch,stage\n0,W\n"
+    assert set(p.name for p in night.iterdir()) == set(before) - {"hypnogram.edf"} | {"scored.edf", "hypnogram.csv"}
 
 
 def test_a_failure_while_writing_leaves_no_file(trained, predict, tmp_path, monkeypatch):
@@ -276,7 +306,13 @@ def test_a_failure_while_writing_leaves_no_file(trained, predict, tmp_path, monk
     monkeypatch.setattr(report, "plot_night", broken)
     with pytest.raises(OSError):
         predict("--video", str(trained.data / "S004" / "video.avi"), "--out", "o")
-    assert list((tmp_path / "o").iterdir()) == []
+    assert not (tmp_path / "o").exists()          # the folder the command made is gone too
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("mine")
+    with pytest.raises(OSError):
+        predict("--video", str(trained.data / "S004" / "video.avi"), "--out", "kept")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["mine.txt"]   # no partial folder, no file
 
 
 def test_epochs_off_the_psg_grid_start_the_hypnogram_files_at_the_first_epoch(trained, predict, tmp_path):
@@ -288,3 +324,51 @@ def test_epochs_off_the_psg_grid_start_the_hypnogram_files_at_the_first_epoch(tr
     stages = np.array([CLASS_NAMES.index(r["stage"]) for r in rows])
     hyp = read_hypnogram(tmp_path / "off" / outputs.HYPNOGRAM_CSV)
     assert not hyp.error and (hyp.codes == stages).all()      # no leading unscored epochs: epoch 0 is video 7 s
+
+
+def _write_timed(path: Path, times, codec: str) -> None:
+    """A 64 x 64 video whose frames carry the given timestamps (s): a moving bar over light noise."""
+    from fractions import Fraction
+
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=5)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for t in times:
+            image = np.full((64, 64), 60, np.uint8)
+            x = int(20 + 15 * np.sin(t / 7))
+            image[20:40, x:x + 12] = 220
+            image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="gray").reformat(format="yuv420p")
+            frame.pts, frame.time_base = int(round(t * 1000)), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def test_gaps_and_undecodable_packets_are_staged_through_and_reported(predict, tmp_path):
+    times = np.arange(0.0, 500.0, 0.2)
+    _write_timed(tmp_path / "gap.mkv", [t for t in times if t < 100 or t >= 400], "mpeg4")   # nothing 100-400 s
+    done = predict("--video", str(tmp_path / "gap.mkv"), "--out", "gap")
+    assert done.code == 0, done.err
+    [warning] = [line for line in done.err.splitlines() if line.startswith("warning:")]
+    # epochs 3 (90-120 s) to 13 (390-420 s) sample frames shown since 99.8 s; the stalest sample is epoch 13's
+    # third (4 per clip, at 390 + 7.5 * (k + 0.5) s): 393.75 - 99.8 = 293.95 s
+    assert "11 epochs (3, 4, 5, 6, 7, 8, 9, 10, ...)" in warning and "up to 294 s" in warning, warning
+    assert len(_rows(tmp_path / "gap" / outputs.EPOCHS_CSV)) == 16
+
+    _write_timed(tmp_path / "clean.mp4", times, "libx264")
+    data = bytearray((tmp_path / "clean.mp4").read_bytes())
+    at = int(len(data) * 0.3)
+    data[at:at + 2000] = np.random.default_rng(1).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    (tmp_path / "glitch.mp4").write_bytes(bytes(data))
+    done = predict("--video", str(tmp_path / "glitch.mp4"), "--out", "glitch")
+    assert done.code == 0, done.err
+    [warning] = [line for line in done.err.splitlines() if line.startswith("warning:")]
+    assert "undecodable packet" in warning and "may show damaged frames" in warning, warning
+    assert len(_rows(tmp_path / "glitch" / outputs.EPOCHS_CSV)) == 16     # the night goes on past the damage
+    stats = json.loads((tmp_path / "glitch" / outputs.STATS_JSON).read_text())
+    assert stats["warnings"] == [warning[len("warning: "):]]
