@@ -28,7 +28,7 @@ DOCS = HERE.parent / "docs" / "performance.md"
 BEGIN, END = "<!-- benchmarks:begin (written by benchmarks/run_all.py) -->", "<!-- benchmarks:end -->"
 #: in the order they are run and shown: the framework's own cost first
 BENCHMARKS = ("framework_overhead", "teacher_reuse", "data_path", "growth", "sweep_scheduling", "cli_latency",
-              "gpu_throughput")
+              "gpu_throughput", "predict_memory")
 
 
 def report(result: dict, json_path: str | None) -> None:
