@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from kdbench.data.clips import model_input
-from kdbench.errors import first_line
+from kdbench.errors import KdbenchError, first_line
 
 
 @dataclass
@@ -50,8 +50,12 @@ def predict_clips(model: torch.nn.Module, clips: Iterator[np.ndarray], *, batch_
         if not batch:
             return
         x = model_input(np.stack(batch)).to(device, non_blocking=True)
-        with torch.inference_mode(), autocast(device, amp):
-            logits = model(x).logits
+        try:
+            with torch.inference_mode(), autocast(device, amp):
+                logits = model(x).logits
+        except torch.cuda.OutOfMemoryError:
+            raise KdbenchError(f"out of GPU memory for a batch of {len(batch)} clips: pass a smaller --batch-size "
+                               f"(nothing written)") from None
         done.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
         bar.update(len(batch))
         batch.clear()
