@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import KdbenchError
+from ..paths import remove_abandoned
 
 
 def _entry(name: str):
@@ -41,24 +42,6 @@ def _dataset(name: str, root: str, sets: tuple[str, ...], seed: int):
     if "root" not in entry.options.model_fields:
         raise KdbenchError(f"dataset {name!r} is generated in memory and has no files to check or prepare")
     return entry.cls(validate(entry.options, values, prefix="dataset."), seed)
-
-
-def _remove_abandoned(target: Path) -> None:
-    """Remove temporary folders of earlier ``synth`` runs into ``target`` whose process is gone (killed hard)."""
-    for old in target.parent.glob(f".{target.name}.synth-*") if target.parent.is_dir() else []:
-        pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fields(text: str) -> tuple[str, ...]:
@@ -160,7 +143,8 @@ def synth_cmd(ctx, name, root, seed, sets) -> None:
         raise KdbenchError(f"{target} is not empty; give `kdbench data synth` a new folder so nothing is overwritten")
     # Written beside the target and renamed at the end: an interrupted run leaves no half dataset behind.
     tmp = target.with_name(f".{target.name}.synth-{os.getpid()}")
-    _remove_abandoned(target)
+    if target.parent.is_dir():   # temporary folders of earlier `synth` runs into target, killed hard
+        remove_abandoned(target.parent.glob(f".{target.name}.synth-*"))
     try:
         tmp.mkdir(parents=True)
     except OSError as error:

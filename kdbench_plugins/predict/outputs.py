@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from kdbench.metrics import Scores
+from kdbench.paths import remove_abandoned
 
 from ..datasets.sleep.hypnogram import CLASS_NAMES
 from ..datasets.sleep.synth import write_hypnogram_csv, write_hypnogram_edf
@@ -44,10 +45,7 @@ def staged(folder: Path) -> Iterator[Path]:
     earlier prediction's files that this one did not write (``agreement.*`` of a run with a PSG hypnogram) go,
     so the folder never mixes two predictions. Scratch folders of processes that died are removed first."""
     folder.mkdir(parents=True, exist_ok=True)
-    for left in folder.glob(".predict-*.partial"):
-        pid = left.name[len(".predict-"):-len(".partial")]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(left, ignore_errors=True)
+    remove_abandoned(folder.glob(".predict-*.partial"))
     scratch = folder / f".predict-{os.getpid()}.partial"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
@@ -61,16 +59,6 @@ def staged(folder: Path) -> Iterator[Path]:
                 (folder / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # another user's process
-        return True
-    return True
 
 
 def write_epochs(path: Path, stages: np.ndarray, probabilities: np.ndarray, timeline: Timeline,
@@ -91,13 +79,13 @@ def write_epochs(path: Path, stages: np.ndarray, probabilities: np.ndarray, time
             out.writerow(row)
 
 
-def hypnogram_layout(n: int, stages: np.ndarray, timeline: Timeline) -> tuple[list[str], float, str]:
+def hypnogram_layout(stages: np.ndarray, timeline: Timeline) -> tuple[list[str], float, str]:
     """(stage codes from the files' time 0, seconds of the files' time 0 after PSG time 0, a note).
 
     On the PSG's grid the files count epochs from the PSG's start, the ones before the video marked
     unscored ("?"), so ``s3ve`` reads them as it reads a lab's hypnogram; off it they start at the first
     predicted epoch."""
-    codes = [RK_CODE[s] for s in stages[:n]]
+    codes = [RK_CODE[s] for s in stages]
     first = timeline.first_psg_epoch
     if first is None:
         return codes, timeline.psg_time(0), (f"the epochs are off the PSG's {timeline.epoch:g}-s grid, so "
@@ -108,7 +96,7 @@ def hypnogram_layout(n: int, stages: np.ndarray, timeline: Timeline) -> tuple[li
 def write_hypnograms(folder: Path, stages: np.ndarray, timeline: Timeline) -> str:
     """The stages as EDF+ annotations (``mne.read_annotations`` reads them) and as the ``epoch,stage`` CSV the
     ``s3ve`` dataset reads; returns a note when they could not be put on the PSG's grid."""
-    codes, zero, note = hypnogram_layout(len(stages), stages, timeline)
+    codes, zero, note = hypnogram_layout(stages, timeline)
     start = timeline.clock
     if start is not None:
         import datetime as dt

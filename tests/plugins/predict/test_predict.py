@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -372,3 +373,17 @@ def test_gaps_and_undecodable_packets_are_staged_through_and_reported(predict, t
     assert len(_rows(tmp_path / "glitch" / outputs.EPOCHS_CSV)) == 16     # the night goes on past the damage
     stats = json.loads((tmp_path / "glitch" / outputs.STATS_JSON).read_text())
     assert stats["warnings"] == [warning[len("warning: "):]]
+
+
+def test_a_killed_prediction_s_scratch_folder_is_removed_by_the_next(trained, predict, tmp_path):
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                                  # a pid that has exited
+    out = tmp_path / "o"
+    dead, live = out / f".predict-{gone.pid}.partial", out / f".predict-{os.getppid()}.partial"
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / outputs.EPOCHS_CSV).write_text("half")
+    assert predict("--video", str(trained.data / "S003" / "video.avi"), "--out", "o").code == 0
+    assert not dead.exists() and (live / outputs.EPOCHS_CSV).read_text() == "half"   # a live process's is kept
