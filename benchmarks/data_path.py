@@ -25,7 +25,6 @@ as 3 forward passes, and an assumed utilisation of a GPU's vendor peak gives the
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -229,14 +228,9 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny data, few rounds (well under a minute)")
-    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
-    args = parser.parse_args()
-    result = run(args.quick)
-    from run_all import report  # this script's folder is on sys.path when it runs
+    from run_all import script_main  # this script's folder is on sys.path when it runs
 
-    report(result, args.json)
+    script_main(__doc__, run, "tiny data, few rounds (well under a minute)")
 
 
 if __name__ == "__main__":

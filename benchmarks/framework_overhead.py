@@ -34,7 +34,6 @@ figures. Target (issue 15): ≤ 1.05×.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import statistics
@@ -320,14 +319,9 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes, few pairs (well under a minute)")
-    parser.add_argument("--json", metavar="PATH", help="write the result dict here")
-    args = parser.parse_args()
-    result = run(quick=args.quick)
-    from run_all import report  # this script's folder is on sys.path when it runs
+    from run_all import script_main  # this script's folder is on sys.path when it runs
 
-    report(result, args.json)
+    script_main(__doc__, run, "small shapes, few pairs (well under a minute)")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,15 @@ def report(result: dict, json_path: str | None) -> None:
         Path(json_path).write_text(json.dumps(result, indent=2))
 
 
+def script_main(doc: str, run, quick_help: str) -> None:
+    """The command line of a benchmark that takes only ``--quick`` and ``--json`` when run on its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    args = parser.parse_args()
+    report(run(quick=args.quick), args.json)
+
+
 def load(name: str):
     spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

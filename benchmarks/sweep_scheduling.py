@@ -25,7 +25,6 @@ P = 2 also measures CPU contention: the sweep gives each CPU worker ``OMP_NUM_TH
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -176,14 +175,9 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="P = 1 only, 2 tiny cells (checks the machinery; about 40 s)")
-    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
-    args = parser.parse_args()
-    result = run(quick=args.quick)
-    from run_all import report  # this script's folder is on sys.path when it runs
+    from run_all import script_main  # this script's folder is on sys.path when it runs
 
-    report(result, args.json)
+    script_main(__doc__, run, "P = 1 only, 2 tiny cells (checks the machinery; about 40 s)")
 
 
 if __name__ == "__main__":

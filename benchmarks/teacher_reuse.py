@@ -22,7 +22,6 @@ forward call) is far below a forward pass; it is there in both variants.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -241,15 +240,9 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="two cells, tiny sizes, the two sweeps at once (a smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="write the result dict here")
-    args = parser.parse_args()
-    result = run(quick=args.quick)
-    from run_all import report  # this script's folder is on sys.path when it runs
+    from run_all import script_main  # this script's folder is on sys.path when it runs
 
-    report(result, args.json)
+    script_main(__doc__, run, "two cells, tiny sizes, the two sweeps at once (a smoke test)")
 
 
 if __name__ == "__main__":

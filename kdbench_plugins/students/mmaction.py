@@ -33,6 +33,8 @@ from kdbench.errors import KdbenchError, Unavailable, first_line
 from kdbench.hookspecs import hookimpl
 from kdbench.options import PluginOptions, path_field
 
+from .video.common import as_rgb
+
 INSTALL = "pip install 'kdbench[mmaction]' (docs/students.md, \"mmaction2\")"
 NEEDS = ("mmaction", "mmengine", "mmcv")
 #: mmaction2's default normalisation (ImageNet's, on the 0-255 scale), used when a config names none
@@ -120,11 +122,7 @@ class MMActionStudent(Model):
 
     def prepare(self, x: Tensor) -> Tensor:
         """kdbench's (B, C, T, H, W) clip in [0, 1] → the recognizer's input layout, normalised on 0-255."""
-        if x.dim() != 5 or x.shape[1] not in (1, 3):
-            raise KdbenchError(f"student {self.name!r} reads batches shaped (B, 1 or 3, T, H, W), got {tuple(x.shape)}")
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1, -1)
-        x = x * 255.0
+        x = as_rgb(self.name, x) * 255.0
         if self.options.normalize:
             x = (x - self.mean) / self.std
         return x.unsqueeze(1) if self.is_3d else x.transpose(1, 2).contiguous()   # (B, 1, C, T, H, W) | (B, T, C, H, W)

@@ -39,6 +39,13 @@ class VideoStudentOptions(PluginOptions):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the embedding before the classifier.")
 
 
+def as_rgb(student: str, x: Tensor) -> Tensor:
+    """A batch of clips (B, 1 or 3, T, H, W) as RGB: a gray channel repeated to three (a view, no copy)."""
+    if x.dim() != 5 or x.shape[1] not in (1, 3):
+        raise KdbenchError(f"student {student!r} reads batches shaped (B, 1 or 3, T, H, W), got {tuple(x.shape)}")
+    return x.expand(-1, 3, -1, -1, -1) if x.shape[1] == 1 else x
+
+
 def clip_channels(student: str, shape: tuple[int, ...]) -> int:
     """The channel count of a dataset's clip, refusing what an RGB stem cannot read."""
     if len(shape) != 4:
@@ -83,11 +90,7 @@ class VideoResNetStudent(Model):
         what an RGB decoder yields for a gray frame, and the stem's response equals that of one filter
         whose weights are the sum of its three RGB filters (up to the per-channel normalisation).
         """
-        if x.dim() != 5 or x.shape[1] not in (1, 3):
-            raise KdbenchError(f"student {self.name!r} reads batches shaped (B, 1 or 3, T, H, W), "
-                               f"got {tuple(x.shape)}")
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1, -1)
+        x = as_rgb(self.name, x)
         if self.options.normalize:
             x = (x - self.mean) / self.std
         return x

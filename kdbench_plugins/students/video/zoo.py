@@ -25,7 +25,7 @@ from kdbench.contracts import DatasetInfo, Model, ModelOutput
 from kdbench.errors import KdbenchError
 from kdbench.options import PluginOptions, path_field
 
-from .common import KINETICS_TORCHVISION, clip_channels
+from .common import KINETICS_TORCHVISION, as_rgb, clip_channels
 from .weights import load_pretrained
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))   # torchvision's swin3d weights' transforms
@@ -96,10 +96,7 @@ class ZooStudent(Model):
 
     def prepare(self, x: Tensor) -> Tensor:
         """Gray clips repeated to RGB, then normalised as the architecture's torchvision weights expect."""
-        if x.dim() != 5 or x.shape[1] not in (1, 3):
-            raise KdbenchError(f"student {self.name!r} reads batches shaped (B, 1 or 3, T, H, W), got {tuple(x.shape)}")
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1, -1)
+        x = as_rgb(self.name, x)
         return (x - self.mean) / self.std if self.options.normalize else x
 
     def forward(self, x: Tensor) -> ModelOutput:
