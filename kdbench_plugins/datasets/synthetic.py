@@ -54,6 +54,13 @@ class SyntheticOptions(PluginOptions):
     eeg_seconds: float = Field(30.0, ge=4.0, le=120.0, description="Length of one EEG epoch in seconds.")
     eeg_noise: float = Field(1.0, ge=0.0,
                              description="Scale of the 1/f EEG background relative to the stage rhythms.")
+    eeg_eye_movements: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="Amplitude of the eye movements that reach the EEG channel, as a fraction of a frontal "
+                    "derivation's (1 = Fpz-Cz, where REM's rapid eye movements show plainly; 0 = none, closer to a "
+                    "central derivation such as the paper's C3, which picks up far less of them: the EEG then "
+                    "tells REM from N1 mainly by sawtooth waves, while the camera still sees that REM lies still "
+                    "and N1 does not).")
     frames: int = Field(8, ge=2, le=64, description="Frames per infrared clip.")
     height: int = Field(16, ge=8, le=128, description="Frame height in pixels.")
     width: int = Field(16, ge=8, le=128, description="Frame width in pixels.")
@@ -206,7 +213,7 @@ def _events(rng: np.random.Generator, labels: np.ndarray, kind: str, seconds: fl
 
 
 def make_eeg(rng: np.random.Generator, labels: np.ndarray, arousal: np.ndarray, rate: int, seconds: float,
-             noise: float) -> np.ndarray:
+             noise: float, eye_movements: float = 1.0) -> np.ndarray:
     """One-channel EEG epochs, (n, 1, L) float32, whose spectrum and events follow the stage.
 
     ``arousal`` (per clip, standard normal) shifts power from slow waves to alpha/beta, as lighter
@@ -249,7 +256,7 @@ def make_eeg(rng: np.random.Generator, labels: np.ndarray, arousal: np.ndarray, 
 
     # Eye movements: a fast deflection of random sign that decays over a fraction of a second.
     rows, t0 = _events(rng, labels, "eye_movement", seconds)
-    amp = rng.uniform(1.5, 3.0, len(rows)) * rng.choice([-1.0, 1.0], len(rows))
+    amp = eye_movements * rng.uniform(1.5, 3.0, len(rows)) * rng.choice([-1.0, 1.0], len(rows))
     tau = rng.uniform(0.3, 1.0, len(rows))
     dt = t - t0[:, None]
     rise = 0.5 * (1.0 + np.tanh(dt / 0.03))
@@ -426,7 +433,7 @@ class SyntheticSleep(Dataset):
         labels = draw_labels(label_rng, size)
         arousal = arousal_rng.standard_normal(size)
         moved = move_rng.random(size) < o.movement_rate
-        eeg = make_eeg(eeg_rng, labels, arousal, o.eeg_rate, o.eeg_seconds, o.eeg_noise)
+        eeg = make_eeg(eeg_rng, labels, arousal, o.eeg_rate, o.eeg_seconds, o.eeg_noise, o.eeg_eye_movements)
         video = make_video(video_rng, labels, arousal, o.frames, o.height, o.width, o.fps,
                            o.video_signal, o.video_noise, o.arousal_coupling, moved)
         # Scorers' errors reach only the labels one trains on; the test split is scored against the truth.
