@@ -217,7 +217,8 @@ def make_eeg(rng: np.random.Generator, labels: np.ndarray, arousal: np.ndarray, 
     """One-channel EEG epochs, (n, 1, L) float32, whose spectrum and events follow the stage.
 
     ``arousal`` (per clip, standard normal) shifts power from slow waves to alpha/beta, as lighter
-    sleep would, without changing the stage.
+    sleep would, without changing the stage. ``eye_movements`` scales the eye-movement events only (how much
+    of the eyes' movements the channel picks up); it draws the same random numbers whatever its value.
     """
     n, length = len(labels), int(round(rate * seconds))
     freqs = np.fft.rfftfreq(length, 1.0 / rate)
