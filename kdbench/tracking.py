@@ -558,6 +558,11 @@ class Tracker:
         """A context manager: start (or, with ``run_id``, reopen) a run; yields its id; ends it as it ended."""
         raise NotImplementedError
 
+    def holds(self, run_id: str) -> bool:
+        """Whether this tracker's store has run ``run_id``, so a checkpoint's run can be reopened here rather than
+        continued in a new one (a checkpoint folder is shared by every store its runs were tracked in)."""
+        return True
+
     def log_params(self, params: dict[str, str]) -> None:
         raise NotImplementedError
 
@@ -597,6 +602,14 @@ class MlflowTracker(Tracker):
                              run_id=run_id) as active:
                 yield active.info.run_id
         return opened()
+
+    def holds(self, run_id):
+        mlflow = import_mlflow()
+        try:
+            mlflow.MlflowClient(self.uri).get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            return False
+        return True
 
     def log_params(self, params):
         import_mlflow().log_params(params)
@@ -674,6 +687,9 @@ class MemoryTracker(Tracker):
             finally:
                 self._current = None
         return opened()
+
+    def holds(self, run_id):
+        return run_id in self.runs
 
     def log_params(self, params):
         self._current["params"].update(params)

@@ -122,25 +122,40 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
     state = t.resume
     start, run_id, history = t.start
     name = f"{config.distiller.name}-{config.dataset.name}-{config.student.name}-s{config.seed}"
-    if p.replaced_run and hasattr(tracker, "uri") and close_if_stale(tracker.uri, p.replaced_run):
+    store = getattr(tracker, "uri", None)
+    tags = student_tags(p, store)
+    if run_id and not tracker.holds(run_id):
+        # The checkpoint folder is shared by every store its runs were tracked in: this one was tracked elsewhere
+        # (another --tracking-uri). Its weights and history continue here, in a new run that says where from.
+        tags["kdbench.continued_from"] = (f"run {run_id} in {state.get('tracking_uri') or 'another store'}, "
+                                          f"after epoch {start}")
+        echo(f"note: the checkpoint's run {run_id} is not in this tracking store; continuing it in a new run here")
+        run_id = None
+    if p.replaced_run and store and close_if_stale(store, p.replaced_run):
         echo(f"note: run {p.replaced_run}, whose process died, is now marked KILLED")
-    with tracker.run(name=name, tags=student_tags(p, getattr(tracker, "uri", None)), run_id=run_id) as run_id:
-        if start == 0:
+    with tracker.run(name=name, tags=tags, run_id=run_id) as run_id:
+        new_run = start == 0 or "kdbench.continued_from" in tags
+        if start > 0 and new_run and loop.world()[0] == 0:   # from now on the checkpoint belongs to this run
+            save_atomic({**state, "run_id": run_id, "tracking_uri": store}, p.checkpoint)
+        if new_run:
             tracker.log_params(flatten(config.model_dump(mode="json")))
             tracker.log_dict(config.model_dump(mode="json"), "config.json")
             if p.skipped:
                 tracker.log_dict({"problems": [{"file": s.file, "message": s.message, "items": list(s.items)}
                                                for s in p.skipped]}, "skipped_items.json")
                 tracker.log_metrics({"data_skipped_items": sum(len(s.items) for s in p.skipped)})
-            if p.stored:
-                kept = p.stored["test"]
-                teacher_scores = score(np.asarray(kept.label), np.asarray(kept.logits).argmax(1), info.class_names)
-            else:
-                teacher_scores = loop.evaluate(lambda b: p.teacher(b.teacher_input), [p.teacher], t.test_data,
-                                               info.class_names, device=p.device, amp=p.amp)
-            tracker.log_metrics(teacher_scores.as_dict("teacher_"))
-        else:
+        if start > 0:
             teacher_scores = Scores(info.class_names, state["teacher_confusion"])
+        elif p.stored:
+            kept = p.stored["test"]
+            teacher_scores = score(np.asarray(kept.label), np.asarray(kept.logits).argmax(1), info.class_names)
+        else:
+            teacher_scores = loop.evaluate(lambda b: p.teacher(b.teacher_input), [p.teacher], t.test_data,
+                                           info.class_names, device=p.device, amp=p.amp)
+        if new_run:
+            tracker.log_metrics(teacher_scores.as_dict("teacher_"))
+            for step, metrics in enumerate(history, 1):   # a continued run's epochs so far, as they were logged
+                tracker.log_metrics(metrics, step=step)
 
         def after_epoch(epoch, losses, scores):
             metrics = {**losses, **scores.as_dict(), "lr": t.scheduler.get_last_lr()[0]}
@@ -151,7 +166,7 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
             if loop.world()[0] != 0:
                 return  # under DDP every rank holds rank 0's state (loop.share_rank0_state); rank 0 writes it
             save_atomic({"format": 1, "config_hash": p.digest, "config": config.model_dump(mode="json"),
-                         "epoch": epoch + 1, "run_id": run_id,
+                         "epoch": epoch + 1, "run_id": run_id, "tracking_uri": store,
                          "history": history, "teacher_confusion": teacher_scores.confusion,
                          "student": loop.to_cpu(p.student.state_dict()),
                          "distiller": loop.to_cpu(p.distiller.state_dict()),

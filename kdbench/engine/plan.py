@@ -23,7 +23,7 @@ from ..data.reverse import SWAP, ReversedModalities
 from ..errors import KdbenchError
 from ..paths import cache_dir
 from ..plugins import Plugins
-from ..tracking import check_store, live_owner, tracking_uri
+from ..tracking import check_store, live_owner, sqlite_path, tracking_uri
 from . import loop, teacher_outputs
 from .build import build_dataset, build_distiller, build_model
 from .checkpoint import check_writable, load, state_bytes
@@ -88,9 +88,15 @@ def previous_run(path: Path, uri: str, *, resume: bool) -> tuple[str | None, dic
             raise
         return None, None  # overwriting a damaged checkpoint is fine
     run_id = state.get("run_id") if isinstance(state, dict) else None
-    if run_id and (owner := live_owner(uri, run_id)):
-        raise KdbenchError(f"the checkpoint {path} belongs to run {run_id}, which is still running ({owner}); "
-                           f"wait for it, stop it, or write elsewhere with --set output_dir=DIR")
+    home = state.get("tracking_uri") if isinstance(state, dict) else None
+    # its run may be tracked in another store (the folder is shared by every store): looked up there too when
+    # that is a local SQLite file, which answers at once (a server might not, and a missing file must not be
+    # created by the lookup)
+    stores = [uri] + ([home] if home and home != uri and (db := sqlite_path(home)) and db.is_file() else [])
+    for store in stores:
+        if run_id and (owner := live_owner(store, run_id)):
+            raise KdbenchError(f"the checkpoint {path} belongs to run {run_id}, which is still running ({owner}); "
+                               f"wait for it, stop it, or write elsewhere with --set output_dir=DIR")
     return run_id, state if resume else None
 
 

@@ -157,6 +157,47 @@ def test_interrupted_run_resumes_to_the_same_metrics(workdir, cli, monkeypatch):
                [m.value for m in client.get_metric_history(straight.info.run_id, key)]
 
 
+def test_a_checkpoint_tracked_in_another_store_continues_there_in_a_new_run(workdir, cli, mlflow_template):
+    """The same configuration run again against another store (--tracking-uri) with --resume, as a sweep does: the
+    checkpoint's run is not in that store, so its weights and history continue in a new run there, which says
+    where they come from (it used to fail: "cannot reopen MLflow run ... not found")."""
+    import shutil
+
+    import mlflow
+
+    assert cli(*RUN).code == 0
+    [first] = by_role(workdir.runs(), "student")
+    shutil.copy(mlflow_template, workdir.path / "other.db")
+    other = f"sqlite:///{workdir.path / 'other.db'}"
+    again = cli(*RUN, "--tracking-uri", other, "--resume")
+    assert again.code == 0, again.err
+    assert f"run {first.info.run_id} is not in this tracking store; continuing it in a new run here" in again.err
+
+    client = mlflow.MlflowClient(other)
+    [moved] = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+               if r.data.tags.get("kdbench.role") == "student"]
+    assert moved.info.status == "FINISHED" and moved.info.run_id != first.info.run_id
+    assert moved.data.tags["kdbench.continued_from"] == f"run {first.info.run_id} in {workdir.uri}, after epoch 2"
+    assert final(moved) == final(first) and len(final(first)) == 8      # the same weights, evaluated again
+    assert moved.data.params["tracking.uri"] == other
+    assert {k: v for k, v in moved.data.params.items() if k != "tracking.uri"} == \
+           {k: v for k, v in first.data.params.items() if k != "tracking.uri"}
+    assert moved.data.metrics["teacher_accuracy"] == first.data.metrics["teacher_accuracy"]
+    first_client = mlflow.MlflowClient(workdir.uri)
+    for key in ("accuracy", "loss"):   # the epochs trained before are in the new run too
+        assert [(m.step, m.value) for m in client.get_metric_history(moved.info.run_id, key)] == \
+               [(m.step, m.value) for m in first_client.get_metric_history(first.info.run_id, key)]
+    assert {a.path for a in client.list_artifacts(moved.info.run_id)} >= {"config.json", "student"}
+    [still] = by_role(workdir.runs(), "student")
+    assert still.info.status == "FINISHED"                               # the first store is untouched
+
+    # the checkpoint now names the new run and its store: resumed there once more, it reopens that run
+    third = cli(*RUN, "--tracking-uri", other, "--resume")
+    assert third.code == 0 and "not in this tracking store" not in third.err
+    assert len([r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+                if r.data.tags.get("kdbench.role") == "student"]) == 1
+
+
 @pytest.mark.parametrize("args,message", [
     (("--distiller", "nosuch"), "unknown distiller 'nosuch'"),
     (("--set", "optimizer.lr=-1"), "optimizer.lr = -1: Input should be greater than 0"),

@@ -1,6 +1,7 @@
 """A real process stopped by SIGTERM ends its MLflow run KILLED; checkpoints are never half-written."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def test_strict_loading_names_the_first_mismatch():
         load_state_strict(model, {**state, "extra": torch.zeros(1)}, "teacher")
 
 
-def test_a_run_killed_hard_is_closed_when_its_checkpoint_is_overwritten(workdir):
+def test_a_run_killed_hard_is_closed_when_its_checkpoint_is_overwritten(workdir, mlflow_template):
     args = [sys.executable, "-m", "kdbench", "run", "--distiller", "kd", "--dataset", "synthetic", "--config",
             "tiny.toml", "--no-progress", "--tracking-uri", workdir.uri]
     proc = subprocess.Popen([*args, "--epochs", "200"], cwd=workdir.path, stderr=subprocess.PIPE,
@@ -93,6 +94,11 @@ def test_a_run_killed_hard_is_closed_when_its_checkpoint_is_overwritten(workdir)
     third = subprocess.run([*args, "--epochs", "200"], cwd=workdir.path, capture_output=True, text=True,
                            env=os.environ.copy(), timeout=300)
     assert third.returncode == 2 and "which is still running (pid" in third.stderr and "Traceback" not in third.stderr
+    # ... and so is one that resumes it against another store: the checkpoint names the store its run lives in
+    shutil.copy(mlflow_template, workdir.path / "other.db")
+    elsewhere = subprocess.run([*args[:-1], f"sqlite:///{workdir.path / 'other.db'}", "--epochs", "200", "--resume"],
+                               cwd=workdir.path, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert elsewhere.returncode == 2 and "which is still running (pid" in elsewhere.stderr, elsewhere.stderr
     again.send_signal(signal.SIGTERM)  # it has shown what it does; stop it the clean way
     again.communicate(timeout=60)
     assert f"note: run {dead.info.run_id}, whose process died, is now marked KILLED\n" in seen, "".join(seen)
