@@ -124,7 +124,8 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
     name = f"{config.distiller.name}-{config.dataset.name}-{config.student.name}-s{config.seed}"
     store = getattr(tracker, "uri", None)
     tags = student_tags(p, store)
-    if run_id and not tracker.holds(run_id):
+    continued = bool(run_id) and not tracker.holds(run_id)
+    if continued:
         # The checkpoint folder is shared by every store its runs were tracked in: this one was tracked elsewhere
         # (another --tracking-uri). Its weights and history continue here, in a new run that says where from.
         tags["kdbench.continued_from"] = (f"run {run_id} in {state.get('tracking_uri') or 'another store'}, "
@@ -134,8 +135,8 @@ def fit_student(p: Prepared, tracker: Tracker, *, progress: bool, echo=print) ->
     if p.replaced_run and store and close_if_stale(store, p.replaced_run):
         echo(f"note: run {p.replaced_run}, whose process died, is now marked KILLED")
     with tracker.run(name=name, tags=tags, run_id=run_id) as run_id:
-        new_run = start == 0 or "kdbench.continued_from" in tags
-        if start > 0 and new_run and loop.world()[0] == 0:   # from now on the checkpoint belongs to this run
+        new_run = start == 0 or continued
+        if continued and loop.world()[0] == 0:   # from now on the checkpoint belongs to this run
             save_atomic({**state, "run_id": run_id, "tracking_uri": store}, p.checkpoint)
         if new_run:
             tracker.log_params(flatten(config.model_dump(mode="json")))

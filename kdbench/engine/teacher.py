@@ -144,7 +144,7 @@ def fit_teacher(config: RunConfig, dataset: Dataset, teacher: Model, training: l
     store = getattr(tracker, "uri", None)
     partial = progress_path(path)
     start, run_id, _ = training.start
-    if run_id and (training.resume or {}).get("tracking_uri") != store:
+    if run_id and not tracker.holds(run_id):
         # the cache is shared by every store on the machine: the interrupted training was tracked elsewhere, so
         # its weights continue here in a new run that says where the first epochs are
         tags["kdbench.continued_from"] = f"run {run_id} in {training.resume.get('tracking_uri')}, after epoch {start}"
