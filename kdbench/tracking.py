@@ -515,19 +515,24 @@ def close_run(client, run_id: str, detail: str) -> None:
     client.set_terminated(run_id, "KILLED")
 
 
+def find_run(client, run_id: str):
+    """Run ``run_id`` of the store ``client`` reads, or None if that store does not have it."""
+    mlflow = import_mlflow()
+    try:
+        return client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
 def close_if_stale(uri: str, run_id: str) -> bool:
     """Mark run ``run_id`` KILLED if it is still RUNNING but its process is gone (on this host, or an earlier
     incarnation of this requeued batch job: see :func:`process_state`); returns whether it did. For the
     engine, when the checkpoint of a run is resumed or overwritten. A run without ``kdbench.host``/
     ``kdbench.pid`` tags (older kdbench), or of another host and job, is left alone."""
-    mlflow = import_mlflow()
     check_store(uri)
-    client = mlflow.MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return False
-    if run.info.status != "RUNNING":
+    client = import_mlflow().MlflowClient(uri)
+    run = find_run(client, run_id)
+    if run is None or run.info.status != "RUNNING":
         return False
     state, detail = process_state(run.data.tags)
     if state not in ("dead", "requeued"):
@@ -540,12 +545,8 @@ def live_owner(uri: str, run_id: str) -> str | None:
     """If run ``run_id`` is RUNNING in a process that is alive (or on another host, where it cannot be
     checked, unless it was this requeued batch job's: see :func:`process_state`), that process ("pid N
     runs"); else None. A checkpoint being written by a live run is not to be resumed or overwritten."""
-    mlflow = import_mlflow()
-    try:
-        run = mlflow.MlflowClient(uri).get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return None
-    if run.info.status != "RUNNING":
+    run = find_run(import_mlflow().MlflowClient(uri), run_id)
+    if run is None or run.info.status != "RUNNING":
         return None
     state, detail = process_state(run.data.tags)
     return detail if state in ("alive", "elsewhere") else None
@@ -604,12 +605,7 @@ class MlflowTracker(Tracker):
         return opened()
 
     def holds(self, run_id):
-        mlflow = import_mlflow()
-        try:
-            mlflow.MlflowClient(self.uri).get_run(run_id)
-        except mlflow.exceptions.MlflowException:
-            return False
-        return True
+        return find_run(import_mlflow().MlflowClient(self.uri), run_id) is not None
 
     def log_params(self, params):
         import_mlflow().log_params(params)
